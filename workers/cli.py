@@ -65,3 +65,5 @@ def demo() -> None:
 
 main.add_command(sandbox)
 main.add_command(make_audio)
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import requests
+
+from plaud.sandbox import SandboxProcess, admin
+from plaud.sandbox.audio import analyse
+
+CLI = [sys.executable, "-m", "workers.cli"]
+
+
+def test_sandbox_command_prints_what_a_worker_needs():
+    with SandboxProcess("--api-key", "k-123", env={"PLAUD_SANDBOX_CLIENT_ID": "env-client"}) as sb:
+        assert requests.get(f"{sb.origin}/healthz", timeout=10).json() == {"ok": True}
+        assert admin(sb.origin, "config")["client_id"] == "env-client"
+        r = requests.post(f"{sb.base_url}/oauth/partner/access-token", auth=("env-client", "sandbox-secret-key"),
+                          timeout=10)
+        assert r.status_code == 200
+        assert admin(sb.origin, "stats")["partner_tokens_issued"] == 1
+    assert sb.proc.returncode == 0  # stopped cleanly on SIGTERM
+
+
+def test_sandbox_command_prints_the_environment():
+    proc = subprocess.Popen([*CLI, "sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(8)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    text = "".join(lines)
+    assert "listening on http://127.0.0.1:" in text
+    for name in ("PLAUD_BASE_URL", "PLAUD_CLIENT_ID", "PLAUD_SECRET_KEY", "PLAUD_API_KEY", "PLAUD_USER_ID"):
+        assert f"export {name}=" in text
+
+
+def test_sandbox_command_rejects_a_bad_setting():
+    r = subprocess.run([*CLI, "sandbox", "--fault-5xx", "3"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "fault_5xx must be a probability" in r.stderr
+
+
+def test_make_audio(tmp_path):
+    path = tmp_path / "meeting.mp3"
+    r = subprocess.run([*CLI, "make-audio", str(path), "--duration-s", "8", "--speakers", "2", "--text", "hi there"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    analysis = analyse(str(path))
+    assert analysis.tag_text == "hi there" and len(analysis.speaker_pitches_hz) == 2
+
+
+def test_demo_transcribes_the_bundled_samples():
+    r = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "welcome.mp3: SUCCESS" in r.stdout and "interview.mp3: SUCCESS" in r.stdout
+    assert "Welcome to plaud-workers." in r.stdout
+    assert "Speaker 2" in r.stdout
