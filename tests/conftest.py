@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import redis
 
+from plaud.config import PlaudConfig
 from plaud.sandbox import SandboxSettings, SandboxThread
 from plaud.sandbox.testaudio import make_recording
 from tests.helpers import SandboxApi
+from tests.redis_server import RedisServer
 
 # Fast defaults for tests: tasks finish within a fraction of a second of audio-free time.
 TEST_SETTINGS = SandboxSettings(port=0, processing_base_s=0.2, processing_rtf=0.0)
@@ -59,3 +62,24 @@ def speech_mp3(audio_dir):
 @pytest.fixture(scope="session")
 def untagged_mp3(audio_dir):
     return make_recording(str(audio_dir / "untagged.mp3"), 6.0, seed=2)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def plaud_config(sandbox):
+    """Client settings pointing at the test sandbox."""
+    return PlaudConfig.sandbox(sandbox.base_url)

@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 import tornado.web
 
-from .faults import FaultInjector, SlidingWindowLimiter
+from .faults import FaultInjector, KeyedLimiter
 from .settings import SandboxSettings
 from .signing import Signer, TokenError
 from .state import SandboxState
@@ -37,8 +37,8 @@ class SandboxContext:
     executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sandbox-io"))
     faults: FaultInjector = field(init=False)
-    token_limiter: SlidingWindowLimiter = field(init=False)
-    tx_limiter: SlidingWindowLimiter = field(init=False)
+    token_limiter: KeyedLimiter = field(init=False)
+    tx_limiter: KeyedLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.apply(self.settings)
@@ -47,8 +47,8 @@ class SandboxContext:
         """Install new settings; the fault stream and the rate windows start afresh."""
         self.settings = settings
         self.faults = FaultInjector(settings)
-        self.token_limiter = SlidingWindowLimiter(settings.rate("token_rate_limit"))
-        self.tx_limiter = SlidingWindowLimiter(settings.rate("tx_rate_limit"))
+        self.token_limiter = KeyedLimiter(settings.rate("token_rate_limit"))
+        self.tx_limiter = KeyedLimiter(settings.rate("tx_rate_limit"))
 
     def reset(self) -> None:
         self.state.reset()
@@ -187,7 +187,7 @@ class JsonHandler(BaseHandler):
             raise ApiError(401, "API_KEY_INVALID", "X-Client-Id or X-Client-Api-Key is wrong")
         return client_id
 
-    def limit(self, limiter: SlidingWindowLimiter, key: str, what: str) -> None:
+    def limit(self, limiter: KeyedLimiter, key: str, what: str) -> None:
         wait_s = limiter.acquire(key, time.monotonic())
         if wait_s is not None:
             raise ApiError(429, "RATE_LIMITED", f"{what} rate limit exceeded ({limiter.rate})",

@@ -6,32 +6,27 @@ sequence of faults, so a failure found once can be found again.
 
 from __future__ import annotations
 
-import collections
 import math
 import random
 from dataclasses import dataclass
 
-from .settings import Rate, SandboxSettings
+from ..rates import Rate, SlidingWindow
+from .settings import SandboxSettings
 
 
-class SlidingWindowLimiter:
-    """At most ``rate.limit`` requests per key in any window of ``rate.period_s`` seconds."""
+class KeyedLimiter:
+    """A sliding window per key (client_id); no limit when ``rate`` is None."""
 
     def __init__(self, rate: Rate | None) -> None:
         self.rate = rate
-        self._hits: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._windows: dict[str, SlidingWindow] = {}
 
     def acquire(self, key: str, now: float) -> float | None:
         """Count a request; ``None`` when allowed, otherwise seconds until one would be."""
         if self.rate is None:
             return None
-        hits = self._hits[key]
-        while hits and hits[0] <= now - self.rate.period_s:
-            hits.popleft()
-        if len(hits) >= self.rate.limit:
-            return max(hits[0] + self.rate.period_s - now, 0.001)
-        hits.append(now)
-        return None
+        window = self._windows.setdefault(key, SlidingWindow(self.rate))
+        return window.acquire(now) or None
 
 
 @dataclass(frozen=True)

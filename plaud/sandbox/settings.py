@@ -9,37 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from ..rates import Rate
 
 ENV_PREFIX = "PLAUD_SANDBOX_"
 MIB = 1024 * 1024
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-_PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
-
 
 class SettingsError(ValueError):
     """Raised when a setting has a value the sandbox cannot use; the message names the setting."""
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A request budget: ``limit`` requests per ``period_s`` seconds."""
-
-    limit: int
-    period_s: float
-
-    @classmethod
-    def parse(cls, text: str) -> "Rate":
-        match = _RATE_RE.match(text)
-        if not match or int(match.group(1)) < 1:
-            raise ValueError(f"{text!r} is not a rate like '10/m', '60/min', '5/s' or '100/h'")
-        return cls(int(match.group(1)), float(_PERIOD_S[match.group(2)]))
-
-    def __str__(self) -> str:
-        return f"{self.limit}/{int(self.period_s)}s"
 
 
 def _opt(help_text: str, *, runtime: bool = True, **kwargs: Any) -> Any:

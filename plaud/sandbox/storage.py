@@ -51,6 +51,9 @@ class PartUploadHandler(PresignedHandler):
         # A rejection is answered after the body has been drained: closing mid-body would show the
         # client a broken pipe instead of the 403 it must act on (re-issue the URL).
         self.request.connection.set_max_body_size(self.settings_.max_file_size_bytes)
+        if self.request.method == "PUT":  # in flight from arrival: injected latency is network time
+            self.state.stats.part_upload_started()
+            self.counted_in_flight = True
         try:
             await super().prepare()
             self._accept()
@@ -72,8 +75,6 @@ class PartUploadHandler(PresignedHandler):
             raise ApiError(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
         self.tmp_path = f"{self.state.part_path(upload_id, self.part_number)}.{secrets.token_hex(4)}.tmp"
         self.out = open(self.tmp_path, "wb")
-        self.state.stats.part_upload_started()
-        self.counted_in_flight = True
 
     def data_received(self, chunk: bytes) -> None:
         if self.out is None or self.too_large:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from plaud.sandbox.faults import FaultInjector, SlidingWindowLimiter
-from plaud.sandbox.settings import Rate, SandboxSettings, SettingsError
+from plaud.sandbox.faults import FaultInjector, KeyedLimiter
+from plaud.rates import Rate
+from plaud.sandbox.settings import SandboxSettings, SettingsError
 
 
 def test_defaults_are_the_documented_ones():
@@ -56,12 +57,12 @@ def test_runtime_update_refuses_start_only_and_unknown_fields():
 
 
 def test_sliding_window_limiter():
-    limiter = SlidingWindowLimiter(Rate(2, 10.0))
+    limiter = KeyedLimiter(Rate(2, 10.0))
     assert limiter.acquire("a", 0.0) is None and limiter.acquire("a", 1.0) is None
     assert limiter.acquire("a", 2.0) == pytest.approx(8.0)
     assert limiter.acquire("b", 2.0) is None  # per key
     assert limiter.acquire("a", 10.5) is None  # the first hit left the window
-    assert SlidingWindowLimiter(None).acquire("a", 0.0) is None
+    assert KeyedLimiter(None).acquire("a", 0.0) is None
 
 
 def test_fault_stream_depends_only_on_the_seed():

@@ -1,0 +1,120 @@
+"""Status-to-exception mapping, requests-exception translation, retry decisions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import requests
+import urllib3
+
+from plaud import retry
+from plaud.errors import (AuthError, BadRequest, BudgetSpent, FatalError, NotFound, PlaudConnectionError,
+                          PlaudTimeout, RateLimited, RetryableError, ServerError)
+from plaud.transport import Transport, error_for_response
+
+
+@pytest.mark.parametrize("status, body, cls, code", [
+    (400, '{"code": "FILE_TYPE_INVALID", "message": "no wav"}', BadRequest, "FILE_TYPE_INVALID"),
+    (401, '{"code": "TOKEN_EXPIRED", "message": "old"}', AuthError, "TOKEN_EXPIRED"),
+    (403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", AuthError,
+     "AccessDenied"),
+    (404, "", NotFound, None),
+    (409, '{"detail": "busy"}', BadRequest, None),
+    (429, '{"code": "RATE_LIMITED"}', RateLimited, "RATE_LIMITED"),
+    (500, "oops", ServerError, None),
+    (503, "<html>down</html>", ServerError, None),
+])
+def test_status_maps_to_one_class(status, body, cls, code):
+    error = error_for_response(status, {}, body, "/open/partner/x")
+    assert type(error) is cls and error.code == code and error.status == status
+    assert error.path == "/open/partner/x"
+    assert error.retryable == issubclass(cls, RetryableError)
+
+
+def test_retry_after_is_read_and_messages_are_redacted():
+    error = error_for_response(429, {"Retry-After": "7"}, '{"message": "slow down Bearer eyJabc.def.ghi"}', "/p")
+    assert error.retry_after_s == 7.0
+    assert "eyJ" not in str(error) and "Bearer ***" in str(error)
+    assert error_for_response(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, "", "/p").retry_after_s is None
+
+
+class FailingAdapter(requests.adapters.BaseAdapter):
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def send(self, request, **kwargs):
+        raise self.exc
+
+    def close(self):
+        pass
+
+
+def transport_raising(exc):
+    session = requests.Session()
+    session.mount("http://", FailingAdapter(exc))
+    return Transport(session)
+
+
+@pytest.mark.parametrize("exc, cls, sent", [
+    (requests.ConnectTimeout(), PlaudTimeout, False),
+    (requests.ReadTimeout(), PlaudTimeout, True),
+    (requests.ConnectionError(urllib3.exceptions.MaxRetryError(
+        None, "/", urllib3.exceptions.NewConnectionError(None, "refused"))), PlaudConnectionError, False),
+    (requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")), PlaudConnectionError, True),
+])
+def test_requests_exceptions_are_translated(exc, cls, sent):
+    with pytest.raises(cls) as info:
+        transport_raising(exc).request("POST", "http://h/developer/api/x?X-Amz-Signature=s3cr3t")
+    assert info.value.request_sent is sent
+    assert info.value.path == "/developer/api/x" and "s3cr3t" not in str(info.value)
+
+
+def test_invalid_url_is_fatal():
+    with pytest.raises(FatalError):
+        Transport().request("GET", "http://")
+
+
+def test_backoff_is_capped_and_jitter_bounded():
+    assert [retry.backoff_s(n, base_s=1, cap_s=5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    rng = random.Random(1)
+    assert all(2.0 <= retry.jittered(4.0, rng) <= 4.0 for _ in range(100))
+
+
+def test_should_retry():
+    assert retry.should_retry(ServerError("x"))
+    assert not retry.should_retry(BadRequest("x"))
+    assert not retry.should_retry(BudgetSpent("x", retry_after_s=3))
+    lost = PlaudConnectionError("lost", request_sent=True)
+    assert retry.should_retry(lost) and not retry.should_retry(lost, idempotent=False)
+    assert retry.should_retry(PlaudConnectionError("refused", request_sent=False), idempotent=False)
+
+
+def test_call_retries_then_gives_up_and_honours_retry_after():
+    calls, sleeps = [], []
+
+    def flaky():
+        calls.append(1)
+        raise RateLimited("busy", retry_after_s=3)
+
+    with pytest.raises(RateLimited):
+        retry.call(flaky, retry.RetryPolicy(attempts=3), what="x", sleep=sleeps.append)
+    assert len(calls) == 3 and sleeps == [3, 3]
+
+
+def test_call_does_not_retry_fatal_errors():
+    calls = []
+
+    def fatal():
+        calls.append(1)
+        raise NotFound("gone")
+
+    with pytest.raises(NotFound):
+        retry.call(fatal, retry.RetryPolicy(), what="x", sleep=lambda s: None)
+    assert len(calls) == 1
+
+
+def test_error_dict_is_json_safe_and_flags_retryable():
+    assert ServerError("x", status=502, path="/p").to_dict() == {
+        "error": "ServerError", "message": "x", "status": 502, "code": None, "path": "/p", "retryable": True}
