@@ -19,6 +19,8 @@ test: $(BIN)/plaud-workers
 
 bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.sandbox_upload --size-mib 1024 --parallel 8
+	$(BIN)/python -m bench.client_upload --size-mib 1024 --parallel 1 4 --latency-ms 20
+	$(BIN)/python -m bench.token_sharing --processes 8 --uploads 50
 
 clean:
 	rm -rf $(VENV) build *.egg-info

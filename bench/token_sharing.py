@@ -41,7 +41,7 @@ def main() -> None:
 
     from plaud.sandbox import SandboxProcess, admin
     from plaud.sandbox.testaudio import make_recording
-    from tests.redis_server import RedisServer
+    from workers.local_redis import RedisServer
 
     workdir = tempfile.mkdtemp(prefix="bench-token-")
     sample = make_recording(os.path.join(workdir, "sample.mp3"), 20.0, text="bench").path

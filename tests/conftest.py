@@ -11,7 +11,7 @@ from plaud.config import PlaudConfig
 from plaud.sandbox import SandboxSettings, SandboxThread
 from plaud.sandbox.testaudio import make_recording
 from tests.helpers import SandboxApi
-from tests.redis_server import RedisServer
+from workers.local_redis import RedisServer
 
 # Fast defaults for tests: tasks finish within a fraction of a second of audio-free time.
 TEST_SETTINGS = SandboxSettings(port=0, processing_base_s=0.2, processing_rtf=0.0)

@@ -13,17 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..transcriptions import TranscriptionStatus as Status
 from .audio import Analysis
 from .transcripts import build_result
-
-
-class Status:
-    PENDING = "PENDING"
-    RECEIVED = "RECEIVED"
-    STARTED = "STARTED"
-    PROGRESS = "PROGRESS"
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
 
 
 # Where in its processing time a task reports each in-progress status.

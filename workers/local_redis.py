@@ -1,4 +1,7 @@
-"""A private redis-server for the test session: its own port and temp dir, never the machine's."""
+"""A private redis-server on a free port in a temp dir: for the demo, the tests and benchmarks.
+
+It never touches a Redis the machine already runs: its own port, its own directory, nothing saved.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed; the integration tests need it "
-                               "(Debian: apt-get install redis-server; .ci/run installs it)")
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server), "
+                               "or point REDIS_URL at a running Redis")
         self.dir = self.dir or tempfile.mkdtemp(prefix="plaud-test-redis-")
         for _ in range(5):  # the free port can be taken between our probe and redis binding it
             self.port = free_port()
