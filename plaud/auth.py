@@ -34,7 +34,7 @@ WAIT_POLL_S = 0.05
 
 # Delete a key only if it still holds what we read: releases our lock, or drops a token that
 # no other process has replaced in the meantime.
-_DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class RedisTokenStore:
         self.sealer = sealer
         self.prefix = prefix
         self.lock_ttl_s = lock_ttl_s
-        self._delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
+        self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
 
     def _key(self, key: str) -> str:
         return self.prefix + key

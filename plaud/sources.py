@@ -17,7 +17,7 @@ from typing import IO, Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from .errors import AuthError, BadRequest, NotFound, SourceError, UnsupportedAudio
-from .transcode import UPLOADABLE, Transcoded, sniff, sniff_file, to_mp3
+from .transcode import UPLOADABLE, Transcoded, probe_duration_s, sniff, sniff_file, to_mp3
 from .transport import Transport
 
 SNIFF_BYTES = 64
@@ -33,6 +33,7 @@ class Source:
     filetype: str
     opener: Callable[[], Any]  # a context manager factory yielding a binary stream
     transcoded: Transcoded | None = None
+    duration_s: float | None = None  # known when the recording is a local file; None when streamed
     temp_paths: list[str] = field(default_factory=list)
 
     def open(self) -> Any:
@@ -76,7 +77,7 @@ def _from_path(path: str, bitrate_kbps: int, ffmpeg_path: str, workdir: str | No
         raise SourceError(f"{path} is empty")
     kind = _recognised(sniff(head), path)
     if kind in UPLOADABLE:
-        return Source(path, size, kind, lambda: open(path, "rb"))
+        return Source(path, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path))
     return _transcoded(path, path, kind, bitrate_kbps, ffmpeg_path, workdir, temp_paths=[])
 
 
@@ -155,7 +156,8 @@ def _after_spool(path: str, description: str, bitrate_kbps: int, ffmpeg_path: st
         os.remove(path)
         raise
     if kind in UPLOADABLE:
-        return Source(description, size, kind, lambda: open(path, "rb"), temp_paths=[path])
+        return Source(description, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path),
+                      temp_paths=[path])
     return _transcoded(path, description, kind, bitrate_kbps, ffmpeg_path, workdir, temp_paths=[path])
 
 
@@ -172,7 +174,7 @@ def _transcoded(path: str, description: str, kind: str, bitrate_kbps: int, ffmpe
     for spooled in temp_paths:
         os.remove(spooled)  # the MP3 is all we read from now on
     return Source(description, result.bytes, "mp3", lambda: open(target, "rb"), transcoded=result,
-                  temp_paths=[target])
+                  duration_s=probe_duration_s(target), temp_paths=[target])
 
 
 def _recognised(kind: str | None, description: str) -> str:

@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 
 import lameenc
+import mutagen
 import numpy as np
 import soundfile
 
@@ -61,6 +62,16 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(b"\x30\x26\xb2\x75"):
         return "wma"
     return None
+
+
+def probe_duration_s(path: str) -> float | None:
+    """The audio's duration from its headers (cheap: no decoding), or None when unknown."""
+    try:
+        media = mutagen.File(path)
+    except (mutagen.MutagenError, OSError, ValueError):
+        return None
+    length = getattr(getattr(media, "info", None), "length", None)
+    return float(length) if length else None
 
 
 def sniff_file(path: str) -> str | None:

@@ -82,6 +82,7 @@ class UploadResult:
     parts_reused: int
     restarts: int
     transcoded: Transcoded | None = None
+    duration_s: float | None = None
 
 
 class UploadApi(Protocol):
@@ -130,7 +131,8 @@ class Uploader:
                 progress = None
                 continue
             return UploadResult(result["FileId"], result["DownloadUrl"], md5_hex, source.size, source.filetype,
-                                progress.part_count - reused, reused, restarts, source.transcoded)
+                                progress.part_count - reused, reused, restarts, source.transcoded,
+                                source.duration_s)
 
     def _start(self, source: Source, user_id: str) -> UploadProgress:
         body = self.api.presign(user_id, source.size, source.filetype)

@@ -6,12 +6,14 @@ import dataclasses
 
 import pytest
 import redis
+from celery import Celery
 
 from plaud.config import PlaudConfig
-from plaud.sandbox import SandboxSettings, SandboxThread
+from plaud.sandbox import SandboxSettings, SandboxThread, worker_environment
 from plaud.sandbox.testaudio import make_recording
 from tests.helpers import SandboxApi
 from workers.local_redis import RedisServer
+from workers.local_stack import WorkerProcess
 
 # Fast defaults for tests: tasks finish within a fraction of a second of audio-free time.
 TEST_SETTINGS = SandboxSettings(port=0, processing_base_s=0.2, processing_rtf=0.0)
@@ -83,3 +85,60 @@ def redis_client(redis_server):
 def plaud_config(sandbox):
     """Client settings pointing at the test sandbox."""
     return PlaudConfig.sandbox(sandbox.base_url)
+
+
+# -- the pipeline: a real worker process on its own Redis -------------------------------------
+
+PIPELINE_ENV = {
+    "PLAUD_EXPECTED_BASE_S": "0.3", "PLAUD_EXPECTED_RTF": "0", "PLAUD_POLL_MIN_INTERVAL_S": "0.2",
+    "PLAUD_RECONCILE_EVERY_S": "1", "PLAUD_RECONCILE_GRACE_S": "4", "PLAUD_LEASE_TTL_S": "3",
+    "PLAUD_STAGE_ATTEMPTS": "4",
+}
+
+
+class PipelineStack:
+    """A worker (with beat, for the reconciler) against the test sandbox, on a Redis of its own."""
+
+    def __init__(self, sandbox_thread, tmp_dir):
+        self.redis_server = RedisServer().start()
+        self.env = {**worker_environment(sandbox_thread.running), "REDIS_URL": self.redis_server.url,
+                    **PIPELINE_ENV}
+        self.tmp_dir = tmp_dir
+        self.workers = []
+        self.client = Celery(broker=self.redis_server.url, backend=self.redis_server.url)
+        self.redis = redis.Redis.from_url(self.redis_server.url)
+
+    def start_worker(self, **kwargs):
+        kwargs.setdefault("extra_args", ("-B", "-s", str(self.tmp_dir / f"beat-{len(self.workers)}")))
+        worker = WorkerProcess(self.env, concurrency=4, name=f"test{len(self.workers)}",
+                               logfile=str(self.tmp_dir / f"worker-{len(self.workers)}.log"), **kwargs).start()
+        self.workers.append(worker)
+        return worker
+
+    def send(self, **kwargs):
+        return self.client.send_task("plaud.transcribe", kwargs=kwargs)
+
+    def record(self, recording_id):
+        raw = self.redis.hgetall(f"plaud:rec:{recording_id}")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def stop(self):
+        for worker in self.workers:
+            worker.stop()
+        self.redis_server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pipeline_stack(sandbox_thread, tmp_path_factory):
+    stack = PipelineStack(sandbox_thread, tmp_path_factory.mktemp("pipeline"))
+    stack.start_worker()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def pipeline(pipeline_stack, sandbox):
+    """The running pipeline, with a live worker and a freshly reset sandbox."""
+    if not any(w.proc.poll() is None for w in pipeline_stack.workers):
+        pipeline_stack.start_worker()
+    yield pipeline_stack

@@ -1,1 +1,5 @@
-"""The worker side: the command line today; the Celery app, queues and recording store next."""
+"""The worker side: the Celery app (``celery -A workers worker``) and the command line."""
+
+from .celery_app import app
+
+__all__ = ["app"]

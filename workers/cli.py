@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.resources
 import sys
 
@@ -19,48 +18,112 @@ def main() -> None:
 
     \b
     Examples:
-      plaud-workers demo                 # the whole flow on the bundled samples, against the sandbox
+      plaud-workers demo                 # the whole pipeline on the bundled samples, against the sandbox
+      plaud-workers worker               # a worker (reads REDIS_URL and PLAUD_* from the environment)
       plaud-workers sandbox --port 8765  # a local Plaud-compatible API to develop and test against
     """
 
 
-@main.command()
-def demo() -> None:
-    """Transcribe the bundled sample recordings against a private sandbox and print the results.
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Start a worker (arguments go to ``celery worker``).
 
-    Starts the sandbox in this process on a free port and drives each sample through the
-    documented flow (token, presign, part PUTs, complete, submit, poll). Needs no credentials
-    and no network.
+    \b
+    Examples:
+      plaud-workers worker                               # all queues, prefork, events on
+      plaud-workers worker -Q plaud.uploads -c 4         # an upload-only worker
+      plaud-workers worker -Q plaud.polls -P threads -c 50
     """
-    from plaud.sandbox import SandboxThread
-    from plaud.sandbox.contract_client import transcribe
+    from plaud.config import PlaudConfig
+    from plaud.errors import ConfigError
+    from tasks.settings import PipelineSettings
 
-    samples = sorted(p for p in importlib.resources.files(SAMPLES_PACKAGE).joinpath("samples").iterdir()
+    try:
+        config = PlaudConfig.from_env()
+        PipelineSettings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    click.echo(f"plaud-workers worker: talking to {config.describe()}", err=True)
+    from workers.celery_app import app
+
+    app.worker_main(["worker", "--loglevel", "INFO", "-E", *ctx.args])
+
+
+@main.command()
+@click.option("--timeout-s", type=float, default=120.0, show_default=True, help="Give up waiting after this long.")
+def demo(timeout_s: float) -> None:
+    """Run the whole pipeline on the bundled samples: sandbox, Redis, a worker, and the results.
+
+    Starts the sandbox on a free port, uses the Redis at REDIS_URL (default
+    redis://localhost:6379/0) or starts a private redis-server when none answers, starts a
+    worker, enqueues each sample by the public task name, and prints the transcripts.
+    """
+    import logging
+    import os
+    import time
+
+    from celery import Celery
+
+    from plaud.sandbox import SandboxSettings, SandboxThread, worker_environment
+    from workers.local_stack import WorkerProcess, find_or_start_redis
+
+    samples = sorted(str(p) for p in importlib.resources.files(SAMPLES_PACKAGE).joinpath("samples").iterdir()
                      if p.name.endswith(".mp3"))
-    with SandboxThread() as sb:
-        s = sb.settings
-        click.echo(f"sandbox at {sb.base_url}; transcribing {len(samples)} sample(s)…")
-        credentials = {"base_url": sb.base_url, "client_id": s.client_id, "secret_key": s.secret_key,
-                       "api_key": s.api_key}
-        params = {"diarization": {"enabled": True}}
-        failed = 0
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = {pool.submit(transcribe, str(p), params=params, poll_interval_s=0.5, **credentials): p
-                       for p in samples}
-            for future in concurrent.futures.as_completed(futures):
-                name = futures[future].name
-                try:
-                    result = future.result()
-                except Exception as exc:  # show every sample's outcome, then exit non-zero
-                    failed += 1
-                    click.echo(f"\n{name}: FAILED ({type(exc).__name__}: {exc})")
-                    continue
-                data = result["data"]
-                click.echo(f"\n{name}: {result['status']}, {data.get('duration')} s, language {data.get('language')}")
-                click.echo(f"  {data.get('text') or result.get('message')}")
-                for seg in data.get("results", []):
-                    click.echo(f"  [{seg['start']:7.2f} – {seg['end']:7.2f}] {seg['speaker_id'] or '':<10} {seg['text']}")
+    try:
+        redis_url, private_redis = find_or_start_redis(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.getLogger("tornado.access").setLevel(logging.ERROR)  # the sandbox's 4xx lines are not news here
+    failed = 0
+    try:
+        with SandboxThread(SandboxSettings(port=0, processing_base_s=2.0)) as sb:
+            env = {**worker_environment(sb.running), "REDIS_URL": redis_url, "PLAUD_EXPECTED_BASE_S": "2"}
+            worker_proc = WorkerProcess(env, name="demo").start()
+            click.echo(f"sandbox {sb.base_url}, redis {redis_url}{' (private)' if private_redis else ''}, "
+                       f"worker log {worker_proc.logfile}")
+            try:
+                # A bare Celery client, as any service would use: only the broker and the task name.
+                client = Celery(broker=redis_url, backend=redis_url)
+                run = f"demo-{int(time.time())}"
+                handles = {path: client.send_task("plaud.transcribe", kwargs={
+                    "source": path, "recording_id": f"{run}-{os.path.basename(path)}",
+                    "params": {"diarization": {"enabled": True}}, "metadata": {"sample": os.path.basename(path)}})
+                    for path in samples}
+                for path, handle in handles.items():
+                    name = os.path.basename(path)
+                    outcome = wait_for(handle, timeout_s)
+                    if isinstance(outcome, Exception):
+                        failed += 1
+                        click.echo(f"\n{name}: FAILED ({outcome})")
+                        continue
+                    click.echo(f"\n{name}: SUCCEEDED, {outcome['duration']} s, language {outcome['language']}, "
+                               f"recording {outcome['recording_id']}")
+                    click.echo(f"  {outcome['text']}")
+                    for seg in outcome["segments"]:
+                        click.echo(f"  [{seg['start_s']:7.2f} – {seg['end_s']:7.2f}] {seg['speaker'] or '':<10} "
+                                   f"{seg['text']}")
+            finally:
+                worker_proc.stop()
+    finally:
+        if private_redis is not None:
+            private_redis.cleanup()
     sys.exit(1 if failed else 0)
+
+
+def wait_for(handle, timeout_s: float):
+    """The task's result, or the exception it ended with; waits by checking state, never a bare get()."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if handle.ready():
+            try:
+                return handle.get(timeout=5, propagate=True)
+            except Exception as exc:  # the failure is the outcome to show
+                return exc
+        time.sleep(0.2)
+    return TimeoutError(f"no result after {timeout_s} s (state {handle.state})")
 
 
 main.add_command(sandbox)

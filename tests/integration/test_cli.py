@@ -52,10 +52,18 @@ def test_make_audio(tmp_path):
     assert analysis.tag_text == "hi there" and len(analysis.speaker_pitches_hz) == 2
 
 
-def test_demo_transcribes_the_bundled_samples():
-    r = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"})
+def test_demo_runs_the_pipeline_on_the_bundled_samples(redis_server):
+    env = {**os.environ, "REDIS_URL": redis_server.url.replace("/0", "/3")}  # never the machine's Redis
+    r = subprocess.run([*CLI, "demo", "--timeout-s", "90"], capture_output=True, text=True, timeout=150, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "welcome.mp3: SUCCESS" in r.stdout and "interview.mp3: SUCCESS" in r.stdout
+    assert "welcome.mp3: SUCCEEDED" in r.stdout and "interview.mp3: SUCCEEDED" in r.stdout
     assert "Welcome to plaud-workers." in r.stdout
     assert "Speaker 2" in r.stdout
+    assert f"redis {env['REDIS_URL']}" in r.stdout
+
+
+def test_demo_starts_a_private_redis_when_none_answers():
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
+    r = subprocess.run([*CLI, "demo", "--timeout-s", "90"], capture_output=True, text=True, timeout=150, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(private)" in r.stdout and "welcome.mp3: SUCCEEDED" in r.stdout

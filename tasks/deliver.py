@@ -1,0 +1,42 @@
+"""Stage 4: the final result, stored on the record and returned as the entry task's result."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import shared_task
+
+from .records import Record, RecordingState
+from .runtime import runtime
+from .stage import load
+
+NAME = "plaud.deliver"
+
+
+def build_result(record: Record) -> dict[str, Any]:
+    transcript = record.get("transcript") or {}
+    return {
+        "recording_id": record.recording_id,
+        "transcription_id": record.get("transcription_id"),
+        "text": transcript.get("text", ""),
+        "language": transcript.get("language"),
+        "duration": transcript.get("duration_s"),
+        "segments": transcript.get("segments", []),
+        "embeddings": transcript.get("embeddings"),
+        "metadata": record.get("metadata"),
+        "file_md5": record.get("file_md5"),
+        "completed_at": time.time(),
+    }
+
+
+@shared_task(name=NAME, bind=True)
+def deliver(self, recording_id: str) -> dict[str, Any]:
+    rt = runtime()
+    record = load(rt, recording_id, "deliver")
+    if record.state is RecordingState.SUCCEEDED:
+        return record.get("result")  # delivered already: same answer again
+    result = build_result(record)
+    rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
+    rt.redis.hdel(rt.store.key(recording_id), "transcript")
+    return result

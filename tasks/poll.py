@@ -1,0 +1,64 @@
+"""Stage 3: one GET, then finish or re-enqueue itself with a countdown (keeping the chain).
+
+``self.retry(countdown=..., max_retries=None)`` re-sends this same task, chain and all, so the
+worker slot is free while Plaud works. "Not done yet" is not an error: it spends nothing of the
+error budget, which counts only failed requests. A poll carries the record's ``poll_token``; when
+the reconciler replaces a lost poll it changes the token, and a stale poll that turns up later
+stops its chain quietly instead of polling twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from celery.exceptions import Ignore, Retry
+
+from plaud.transcriptions import TranscriptionStatus
+
+from .records import RecordingState
+from .runtime import runtime
+from .stage import fail, load, on_error
+
+NAME = "plaud.poll"
+EARLY_TOLERANCE_S = 0.5
+
+
+@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+def poll(self, recording_id: str, poll_token: str | None = None) -> None:
+    rt = runtime()
+    record = load(rt, recording_id, "poll")
+    if record.state is RecordingState.SUCCEEDED or record.get("transcript") is not None:
+        return  # seen done already: on to deliver
+    if poll_token is not None and poll_token != record.get("poll_token"):
+        raise Ignore()  # superseded by the reconciler's poll
+    now = time.time()
+    next_poll_at = record.number("next_poll_at")
+    if next_poll_at - now > EARLY_TOLERANCE_S:
+        raise self.retry(countdown=next_poll_at - now, max_retries=None)  # the chain arrives early: wait
+    submitted_at = record.number("submitted_at", now)
+    if now - submitted_at > rt.settings.poll_deadline_s:
+        raise fail(rt, recording_id, "poll", f"timed out: Plaud had not finished after "
+                                             f"{rt.settings.poll_deadline_s} s (last status "
+                                             f"{record.get('plaud_status', 'unknown')})")
+    try:
+        state = rt.client.get(record.get("transcription_id"))
+    except Retry:
+        raise
+    except Exception as exc:
+        raise on_error(self, rt, recording_id, "poll", exc) from None
+    polls = rt.store.increment(recording_id, "polls")
+    if state.status is TranscriptionStatus.SUCCESS:
+        rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
+                                       "plaud_status": state.raw_status})
+        return
+    if state.status.is_failure:
+        raise fail(rt, recording_id, "poll", f"Plaud reported {state.raw_status}: "
+                                             f"{state.message or 'no reason given'}")
+    waited = time.time() - submitted_at
+    delay = rt.schedule.next_delay_s(waited, record.number("audio_duration_s") or None)
+    next_at = time.time() + delay
+    rt.store.transition(recording_id, RecordingState.PROCESSING, {
+        "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls,
+    }, due_at=next_at + rt.settings.reconcile_grace_s)
+    raise self.retry(countdown=delay, max_retries=None)

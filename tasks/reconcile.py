@@ -1,0 +1,61 @@
+"""The reconciler: a periodic sweep that re-drives recordings whose next step is overdue.
+
+Every live recording has a due time in Redis (``plaud:recs:due``): a while after its last
+progress, or after its next poll. A recording past due with no stage holding its lease has lost
+its message (a worker died with it, a re-publish failed): the sweep enqueues the rest of its
+chain, ending in a deliver that carries the entry task's id, so the original caller's result
+still resolves. Stages are idempotent, and a replaced poll is retired by its token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from celery import shared_task
+
+from .records import RecordingState
+from .runtime import Runtime, runtime
+from .transcribe import pipeline
+
+NAME = "plaud.reconcile"
+log = logging.getLogger("plaud.reconcile")
+
+START_BY_STATE = {
+    RecordingState.QUEUED: "upload",
+    RecordingState.UPLOADING: "upload",
+    RecordingState.UPLOADED: "submit",
+    RecordingState.SUBMITTED: "poll",
+    RecordingState.PROCESSING: "poll",
+}
+
+
+def sweep(rt: Runtime, now: float | None = None) -> list[str]:
+    """Re-enqueue overdue recordings; returns their ids."""
+    now = time.time() if now is None else now
+    revived = []
+    for recording_id in rt.store.overdue(now):
+        record = rt.store.get(recording_id)
+        if record is None or record.state.is_terminal:
+            rt.store.drop_due(recording_id)
+            continue
+        if rt.store.has_lease(recording_id):
+            rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)  # a stage is at work
+            continue
+        start = START_BY_STATE[record.state]
+        if start == "poll" and record.get("transcript") is not None:
+            start = "deliver"
+        token = uuid.uuid4().hex[:12]
+        rt.store.update(recording_id, {"poll_token": token, "reconciled_at": now})
+        rt.store.increment(recording_id, "reconciled")
+        rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
+        pipeline(recording_id, token, task_id=record.get("task_id"), start=start).apply_async()
+        log.warning("recording %s was overdue in %s; re-enqueued from %s", recording_id, record.state.value, start)
+        revived.append(recording_id)
+    return revived
+
+
+@shared_task(name=NAME, ignore_result=True)
+def reconcile() -> int:
+    return len(sweep(runtime()))

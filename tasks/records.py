@@ -1,0 +1,204 @@
+"""The recording record: one Redis hash per recording, the pipeline's source of truth.
+
+State machine: ``QUEUED → UPLOADING → UPLOADED → SUBMITTED → PROCESSING → SUCCEEDED | FAILED``,
+each transition timestamped (``at_<STATE>``). The record holds what resumes the work (upload
+progress, Plaud ids, the DownloadUrl and its expiry, the transcription id, the next poll time,
+attempts) and, on failure, a reason a person can act on.
+
+Secret values (the source URL when it carries a query, the webhook URL, upload progress with
+presigned URLs, the DownloadUrl) are sealed before they reach Redis. Two indexes serve the
+reconciler (``due``: when each live recording's next step is due) and listings (``recent``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from plaud.auth import DELETE_IF_EQUAL
+from plaud.sealing import Sealer
+
+PREFIX = "plaud:rec:"
+DUE_INDEX = "plaud:recs:due"
+RECENT_INDEX = "plaud:recs:recent"
+SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
+JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded")
+
+
+class RecordingState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    UPLOADING = "UPLOADING"
+    UPLOADED = "UPLOADED"
+    SUBMITTED = "SUBMITTED"
+    PROCESSING = "PROCESSING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RecordingState.SUCCEEDED, RecordingState.FAILED)
+
+
+# Create only if absent; returns 1 when created, else the existing state.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'state') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Move to a new state unless the record is already terminal (or missing); returns the old state.
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if (state == 'SUCCEEDED' or state == 'FAILED') and ARGV[4] ~= '1' then return state end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
+if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
+return state
+"""
+
+
+@dataclass
+class Record:
+    recording_id: str
+    state: RecordingState
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def number(self, name: str, default: float = 0.0) -> float:
+        value = self.fields.get(name)
+        return float(value) if value not in (None, "") else default
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown to a person or a caller: no sealed value, no progress internals."""
+        hidden = set(SEALED_FIELDS) | {"result", "transcript", "poll_token", "task_id"}
+        data = {k: v for k, v in self.fields.items() if k not in hidden}
+        data.update(recording_id=self.recording_id, state=self.state.value)
+        if self.fields.get("source_shown"):
+            data["source"] = self.fields["source_shown"]
+        return data
+
+
+class RecordStore:
+    def __init__(self, redis: Any, sealer: Sealer, *, ttl_s: int) -> None:
+        self.redis = redis
+        self.sealer = sealer
+        self.ttl_s = ttl_s
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+        self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
+
+    @staticmethod
+    def key(recording_id: str) -> str:
+        return PREFIX + recording_id
+
+    def _encode(self, recording_id: str, values: dict[str, Any]) -> list[str]:
+        flat: list[str] = []
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name in JSON_FIELDS:
+                value = json.dumps(value)
+            elif name in SEALED_FIELDS:
+                value = self.sealer.seal(value if isinstance(value, str) else json.dumps(value),
+                                         context=f"{self.key(recording_id)}:{name}")
+            flat += [name, str(value)]
+        return flat
+
+    def create(self, recording_id: str, values: dict[str, Any], *, due_at: float) -> RecordingState | None:
+        """Create a QUEUED record; None when created, else the state of the one already there."""
+        now = time.time()
+        fields = {"state": RecordingState.QUEUED.value, "created_at": now, "updated_at": now,
+                  f"at_{RecordingState.QUEUED.value}": now, **values}
+        outcome = self._create(keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX],
+                               args=[due_at, recording_id, *self._encode(recording_id, fields)])
+        if outcome == 1:
+            return None
+        return RecordingState(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    def get(self, recording_id: str) -> Record | None:
+        raw = self.redis.hgetall(self.key(recording_id))
+        if not raw:
+            return None
+        fields: dict[str, Any] = {}
+        for name_b, value_b in raw.items():
+            name, value = name_b.decode(), value_b.decode()
+            if name in JSON_FIELDS:
+                fields[name] = json.loads(value)
+            elif name in SEALED_FIELDS:
+                opened = self.sealer.open(value, context=f"{self.key(recording_id)}:{name}")
+                fields[name] = json.loads(opened) if name == "upload_progress" and opened else opened
+            else:
+                fields[name] = value
+        return Record(recording_id, RecordingState(fields.pop("state")), fields)
+
+    def update(self, recording_id: str, values: dict[str, Any]) -> None:
+        """Set fields without a state change (progress, counters)."""
+        flat = self._encode(recording_id, {**values, "updated_at": time.time()})
+        self.redis.hset(self.key(recording_id), mapping=dict(zip(flat[::2], flat[1::2])))
+
+    def increment(self, recording_id: str, name: str) -> int:
+        return int(self.redis.hincrby(self.key(recording_id), name, 1))
+
+    def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
+                   due_at: float | None = None, reopen: bool = False) -> RecordingState | None:
+        """Move to ``state`` and set ``values``; returns the previous state (None if no record).
+
+        A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
+        when the reconciler should look again; terminal states leave the due index.
+        """
+        now = time.time()
+        previous = self._transition(
+            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX],
+            args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
+                  *self._encode(recording_id, values or {})])
+        if previous is None:
+            return None
+        previous_state = RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
+        if state.is_terminal and (not previous_state.is_terminal or reopen):
+            self.redis.expire(self.key(recording_id), self.ttl_s)
+        return previous_state
+
+    def set_due(self, recording_id: str, due_at: float) -> None:
+        self.redis.zadd(DUE_INDEX, {recording_id: due_at})
+
+    def overdue(self, now: float, limit: int = 500) -> list[str]:
+        return [m.decode() for m in self.redis.zrangebyscore(DUE_INDEX, "-inf", now, start=0, num=limit)]
+
+    def recent(self, limit: int = 50) -> list[str]:
+        return [m.decode() for m in self.redis.zrevrange(RECENT_INDEX, 0, limit - 1)]
+
+    def drop_due(self, recording_id: str) -> None:
+        """Take a recording out of the reconciler's index (ended, or expired)."""
+        self.redis.zrem(DUE_INDEX, recording_id)
+
+    # -- leases: one live run of a stage per recording --------------------------------------
+
+    def take_lease(self, recording_id: str, holder: str, ttl_s: float) -> bool:
+        key = f"{self.key(recording_id)}:lease"
+        if self.redis.set(key, holder, nx=True, px=int(ttl_s * 1000)):
+            return True
+        current = self.redis.get(key)
+        if current is not None and current.decode() == holder:  # our own, redelivered
+            self.redis.pexpire(key, int(ttl_s * 1000))
+            return True
+        return False
+
+    def lease_left_s(self, recording_id: str) -> float:
+        return max(self.redis.pttl(f"{self.key(recording_id)}:lease"), 0) / 1000
+
+    def renew_lease(self, recording_id: str, ttl_s: float) -> None:
+        self.redis.pexpire(f"{self.key(recording_id)}:lease", int(ttl_s * 1000))
+
+    def release_lease(self, recording_id: str, holder: str) -> None:
+        self._delete_if_equal(keys=[f"{self.key(recording_id)}:lease"], args=[holder])
+
+    def has_lease(self, recording_id: str) -> bool:
+        return bool(self.redis.exists(f"{self.key(recording_id)}:lease"))

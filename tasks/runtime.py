@@ -1,0 +1,43 @@
+"""Per-process resources, built on first use: never at import time, never before a fork."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+
+from plaud.client import PlaudClient
+from plaud.config import PlaudConfig
+
+from .records import RecordStore
+from .schedule import PollSchedule
+from .settings import PipelineSettings
+
+
+@dataclass
+class Runtime:
+    settings: PipelineSettings
+    config: PlaudConfig
+    redis: redis.Redis
+    client: PlaudClient
+    store: RecordStore
+    schedule: PollSchedule
+
+
+@functools.lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    settings = PipelineSettings.from_env()
+    config = PlaudConfig.from_env()
+    connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
+                                      health_check_interval=30)
+    client = PlaudClient(config, redis=connection)
+    return Runtime(settings, config, connection, client, RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
+                   PollSchedule(base_s=settings.expected_base_s, rtf=settings.expected_rtf,
+                                min_interval_s=settings.poll_min_interval_s,
+                                max_interval_s=settings.poll_max_interval_s))
+
+
+def reset_runtime() -> None:
+    """Forget the cached resources (after a settings change in tests)."""
+    runtime.cache_clear()

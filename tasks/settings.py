@@ -1,0 +1,80 @@
+"""Pipeline settings from the environment; a bad value names its variable.
+
+The numbers that must agree with each other are checked here, once: every countdown stays well
+below the broker's visibility timeout, and so does the longest stage, or Redis would deliver
+the same task again while it is still running or waiting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from plaud.errors import ConfigError
+
+DAY_S = 86400
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str = ""
+    result_backend: str = ""
+    result_ttl_s: int = 7 * DAY_S
+    visibility_timeout_s: int = 4 * 3600
+    upload_time_limit_s: int = 3600
+    api_time_limit_s: int = 300
+    stage_attempts: int = 8
+    poll_error_attempts: int = 20
+    poll_deadline_s: int = 6 * 3600
+    poll_max_interval_s: int = 300
+    poll_min_interval_s: float = 2.0
+    expected_base_s: float = 5.0
+    expected_rtf: float = 0.1
+    download_url_ttl_s: int = 23 * 3600  # Plaud says ~24 h; keep an hour in hand
+    reconcile_every_s: int = 60
+    reconcile_grace_s: int = 300
+    # A stage's hold on its recording; renewed at every upload checkpoint. When a worker dies the
+    # hold lapses this long after, and the reconciler may take over.
+    lease_ttl_s: int = 300
+
+    def __post_init__(self) -> None:
+        longest_wait = max(self.poll_max_interval_s, self.upload_time_limit_s, self.api_time_limit_s)
+        if self.visibility_timeout_s < 2 * longest_wait:
+            raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
+                              f"longest countdown or stage ({longest_wait} s), or Redis redelivers tasks still "
+                              f"running or waiting")
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PipelineSettings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, var in (("redis_url", "REDIS_URL"), ("broker_url", "CELERY_BROKER_URL"),
+                          ("result_backend", "CELERY_RESULT_BACKEND")):
+            if env.get(var, "").strip():
+                values[name] = env[var].strip()
+        for name, default in cls.__dataclass_fields__.items():
+            if name in ("redis_url", "broker_url", "result_backend"):
+                continue
+            var = f"PLAUD_{name.upper()}"
+            text = env.get(var, "").strip()
+            if not text:
+                continue
+            kind = type(default.default)
+            try:
+                number = kind(text)
+            except ValueError:
+                raise ConfigError(f"{var} must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+            if number < 0 or (number == 0 and name not in ("expected_rtf", "expected_base_s")):
+                raise ConfigError(f"{var} must be above 0, got {text!r}")
+            values[name] = number
+        return cls(**values)  # type: ignore[arg-type]

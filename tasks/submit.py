@@ -1,0 +1,43 @@
+"""Stage 2: submit the transcription, once. The transcription_id is saved before anything else."""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from celery.exceptions import Retry
+
+from .records import RecordingState
+from .runtime import runtime
+from .stage import lease, load, on_error
+from .upload import has_usable_download_url, run_upload
+
+NAME = "plaud.submit"
+
+
+@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+def submit(self, recording_id: str) -> None:
+    rt = runtime()
+    record = load(rt, recording_id, "submit")
+    if record.get("transcription_id"):
+        return  # never a second Plaud task for one recording
+    try:
+        with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
+            if not has_usable_download_url(record, time.time()):
+                # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again.
+                run_upload(rt, recording_id)
+                record = load(rt, recording_id, "submit")
+            attempt = rt.store.increment(recording_id, "submit_requests")
+            if attempt > 1:
+                # An earlier request may have reached Plaud without us learning its id.
+                rt.store.update(recording_id, {"possible_duplicate_submit": 1})
+            transcription_id = rt.client.submit(record.get("download_url"), record.get("params"))
+            now = time.time()
+            first_poll = now + rt.schedule.first_delay_s(record.number("audio_duration_s") or None)
+            rt.store.transition(recording_id, RecordingState.SUBMITTED, {
+                "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
+            }, due_at=first_poll + rt.settings.reconcile_grace_s)
+    except Retry:
+        raise
+    except Exception as exc:
+        raise on_error(self, rt, recording_id, "submit", exc) from None

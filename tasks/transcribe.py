@@ -1,0 +1,121 @@
+"""The public entry task ``plaud.transcribe``: any service enqueues it by name with JSON kwargs.
+
+It checks the kwargs, creates the recording record and replaces itself with the chain
+upload → submit → poll → deliver, whose last task takes this task's id: so
+``AsyncResult(<this task's id>)`` resolves to the transcript, or to the failure. Enqueueing a
+``recording_id`` that already exists starts nothing new: the task follows the existing
+recording instead and resolves to the same outcome.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from celery import chain, shared_task
+
+from plaud.config import USER_ID_LENGTH
+
+from .deliver import deliver
+from .errors import InvalidRequest, RecordingFailed
+from .poll import poll
+from .records import RecordingState
+from .runtime import runtime
+from .submit import submit
+from .upload import upload
+
+NAME = "plaud.transcribe"
+FOLLOW_NAME = "plaud.follow"
+RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_FOLLOW_INTERVAL_S = 30.0
+KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata")
+
+
+STAGES = ("upload", "submit", "poll", "deliver")
+
+
+def pipeline(recording_id: str, poll_token: str, *, task_id: str | None, start: str = "upload") -> Any:
+    """The chain from ``start`` to deliver; the last task carries ``task_id`` (the entry's id)."""
+    signatures = {"upload": upload.si(recording_id), "submit": submit.si(recording_id),
+                  "poll": poll.si(recording_id, poll_token)}
+    links = [signatures[stage] for stage in STAGES[STAGES.index(start):-1]]
+    final = deliver.si(recording_id)
+    return chain(*links, final.set(task_id=task_id) if task_id else final)
+
+
+def validate(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs as the pipeline uses them; InvalidRequest names what is wrong."""
+    unknown = sorted(set(kwargs) - set(KWARGS))
+    if unknown:
+        raise InvalidRequest(f"unknown kwargs {unknown}; plaud.transcribe takes {list(KWARGS)}")
+    source = kwargs.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidRequest("source must be a local path or an http(s) URL (a non-empty string)")
+    scheme = urlsplit(source).scheme.lower()
+    if len(scheme) > 1 and scheme not in ("http", "https"):
+        raise InvalidRequest(f"source has the URL scheme {scheme!r}: use a local path or an http(s) URL")
+    recording_id = kwargs.get("recording_id")
+    if recording_id is not None and (not isinstance(recording_id, str) or not RECORDING_ID_RE.match(recording_id)):
+        raise InvalidRequest("recording_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+    user_id = kwargs.get("user_id")
+    if user_id is not None and (not isinstance(user_id, str)
+                                or not USER_ID_LENGTH[0] <= len(user_id) <= USER_ID_LENGTH[1]):
+        raise InvalidRequest(f"user_id must be a string of {USER_ID_LENGTH[0]} to {USER_ID_LENGTH[1]} characters")
+    for name in ("params", "metadata"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], dict):
+            raise InvalidRequest(f"{name} must be a JSON object")
+    webhook_url = kwargs.get("webhook_url")
+    if webhook_url is not None and (not isinstance(webhook_url, str)
+                                    or urlsplit(webhook_url).scheme not in ("http", "https")):
+        raise InvalidRequest("webhook_url must be an http(s) URL")
+    return {name: kwargs.get(name) for name in KWARGS}
+
+
+def shown_source(source: str) -> str:
+    """The source as it may be displayed: a URL without its query (it may hold a signature)."""
+    parts = urlsplit(source)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme in ("http", "https") else source
+
+
+@shared_task(name=NAME, bind=True)
+def transcribe(self, **kwargs: Any) -> Any:
+    rt = runtime()
+    try:
+        request = validate(kwargs)
+    except InvalidRequest as exc:
+        recording_id = kwargs.get("recording_id")
+        if isinstance(recording_id, str) and RECORDING_ID_RE.match(recording_id):
+            rt.store.create(recording_id, {"task_id": self.request.id}, due_at=float("inf"))
+            rt.store.transition(recording_id, RecordingState.FAILED,
+                                {"failure": {"stage": "transcribe", "reason": str(exc), "at": time.time()}})
+        raise
+    recording_id = request["recording_id"] or uuid.uuid4().hex
+    poll_token = uuid.uuid4().hex[:12]
+    existing = rt.store.create(recording_id, {
+        "source": request["source"], "source_shown": shown_source(request["source"]),
+        "user_id": request["user_id"] or rt.config.user_id, "params": request["params"] or {},
+        "webhook_url": request["webhook_url"], "metadata": request["metadata"], "task_id": self.request.id,
+        "poll_token": poll_token,
+    }, due_at=time.time() + rt.settings.reconcile_grace_s)
+    if existing is not None:
+        # In flight or done: start nothing; resolve to that recording's outcome.
+        raise self.replace(follow.si(recording_id))
+    raise self.replace(pipeline(recording_id, poll_token, task_id=None))
+
+
+@shared_task(name=FOLLOW_NAME, bind=True)
+def follow(self, recording_id: str) -> Any:
+    """Resolve to an existing recording's result (or failure), checking back until it ends."""
+    record = runtime().store.get(recording_id)
+    if record is None:
+        raise RecordingFailed(f"recording {recording_id} is unknown or expired")
+    if record.state is RecordingState.SUCCEEDED:
+        return record.get("result")
+    if record.state is RecordingState.FAILED:
+        failure = record.get("failure") or {}
+        raise RecordingFailed(f"recording {recording_id} failed at {failure.get('stage')}: {failure.get('reason')}")
+    wait = min(max(record.number("next_poll_at") - time.time(), 1.0), MAX_FOLLOW_INTERVAL_S)
+    raise self.retry(countdown=wait, max_retries=None)

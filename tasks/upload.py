@@ -1,0 +1,64 @@
+"""Stage 1: upload the recording to Plaud's storage; saves the DownloadUrl."""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from celery.exceptions import Retry
+
+from plaud.upload import UploadProgress
+
+from .records import Record, RecordingState
+from .runtime import Runtime, runtime
+from .stage import lease, load, on_error
+
+NAME = "plaud.upload"
+
+
+def has_usable_download_url(record: Record, now: float) -> bool:
+    return bool(record.get("download_url")) and record.number("download_url_expires_at") > now
+
+
+def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None:
+    """Upload (or resume uploading) one recording and record where Plaud stored it."""
+    record = rt.store.get(recording_id)
+    assert record is not None
+    grace = rt.settings.reconcile_grace_s
+    rt.store.transition(recording_id, RecordingState.UPLOADING, due_at=time.time() + grace)
+    saved = record.get("upload_progress")
+
+    def checkpoint(progress: UploadProgress) -> None:
+        rt.store.update(recording_id, {"upload_progress": progress.to_dict(), "bytes_sent": progress.bytes_done,
+                                       "bytes_total": progress.filesize})
+        rt.store.set_due(recording_id, time.time() + grace)
+        if renew_lease:
+            rt.store.renew_lease(recording_id, rt.settings.lease_ttl_s)
+
+    result = rt.client.upload(record.get("source"), user_id=record.get("user_id"),
+                              progress=UploadProgress.from_dict(saved) if saved else None, on_checkpoint=checkpoint)
+    transcoded = result.transcoded
+    rt.store.transition(recording_id, RecordingState.UPLOADED, {
+        "file_id": result.file_id, "download_url": result.download_url,
+        "download_url_expires_at": time.time() + rt.settings.download_url_ttl_s, "file_md5": result.file_md5,
+        "filesize": result.filesize, "filetype": result.filetype, "audio_duration_s": result.duration_s,
+        "upload_restarts": result.restarts,
+        "transcoded": None if transcoded is None else {"via": transcoded.via, "original_bytes": transcoded.original_bytes,
+                                                       "bytes": transcoded.bytes, "bytes_saved": transcoded.bytes_saved},
+    }, due_at=time.time() + grace)
+    rt.redis.hdel(rt.store.key(recording_id), "upload_progress")
+
+
+@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+def upload(self, recording_id: str) -> None:
+    rt = runtime()
+    record = load(rt, recording_id, "upload")
+    if record.get("transcription_id") or has_usable_download_url(record, time.time()):
+        return  # done already (a redelivered or reconciled message)
+    try:
+        with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
+            run_upload(rt, recording_id)
+    except Retry:
+        raise
+    except Exception as exc:
+        raise on_error(self, rt, recording_id, "upload", exc) from None

@@ -1,0 +1,165 @@
+"""The pipeline end to end: a bare Celery client, a real worker process, real Redis, the sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from plaud.sandbox.testaudio import make_recording
+
+
+def outcome(handle, timeout_s=60.0):
+    """The result or the exception, by checking state with timeouts (never a bare get())."""
+    deadline = time.monotonic() + timeout_s
+    while not handle.ready():
+        assert time.monotonic() < deadline, f"no result after {timeout_s} s (state {handle.state})"
+        time.sleep(0.1)
+    try:
+        return handle.get(timeout=10)
+    except Exception as exc:
+        return exc
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("good")
+    files = []
+    for i in range(12):
+        text = f"Recording number {i} says hello to the pipeline."
+        path = make_recording(str(directory / f"good-{i}.mp3"), 3.0 + i % 4, speakers=1 + i % 2, seed=i,
+                              text=text).path
+        files.append((path, text))
+    wav = directory / "speech.wav"
+    t = np.arange(16000 * 3) / 16000
+    soundfile.write(str(wav), (0.3 * np.sin(2 * np.pi * 180 * t)).astype("float32"), 16000)
+    files.append((str(wav), None))
+    return files
+
+
+def md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def test_a_mixed_batch_of_20_from_a_bare_client(pipeline, configure, good_files, tmp_path):
+    configure(max_file_size_bytes=100_000)
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    (tmp_path / "notes.mp3").write_bytes(b"not audio at all, just text " * 100)
+    big = make_recording(str(tmp_path / "big.mp3"), 200.0, text="too big").path  # over the sandbox's limit
+    assert os.path.getsize(big) > 100_000
+    run = f"batch-{time.time_ns()}"
+    bad = {
+        "missing": ({"source": str(tmp_path / "missing.mp3")}, "no such file"),
+        "directory": ({"source": str(tmp_path)}, "is a directory"),
+        "empty": ({"source": str(tmp_path / "empty.mp3")}, "is empty"),
+        "not-audio": ({"source": str(tmp_path / "notes.mp3")}, "not audio"),
+        "ftp": ({"source": "ftp://example.org/a.mp3"}, "URL scheme 'ftp'"),
+        "too-big": ({"source": big}, "FILE_SIZE_INVALID"),
+        "bad-model": ({"source": good_files[0][0], "params": {"transcribe": {"model": "nope-1"}}}, "unknown model"),
+        "bad-type": ({"source": good_files[0][0], "metadata": "not an object"}, "metadata must be a JSON object"),
+    }
+    handles = {}
+    for i, (path, _) in enumerate(good_files[:12]):
+        handles[f"good-{i}"] = pipeline.send(source=path, recording_id=f"{run}-good-{i}", metadata={"n": i})
+    for name, (kwargs, _) in bad.items():
+        handles[name] = pipeline.send(recording_id=f"{run}-{name}", **kwargs)
+    assert len(handles) == 20
+
+    for i, (path, text) in enumerate(good_files[:12]):
+        result = outcome(handles[f"good-{i}"])
+        assert isinstance(result, dict), result
+        assert result["text"] == text and result["metadata"] == {"n": i}
+        assert result["recording_id"] == f"{run}-good-{i}" and result["transcription_id"].startswith("task_exec_")
+        assert pipeline.record(f"{run}-good-{i}")["state"] == "SUCCEEDED"
+    for name, (_, words) in bad.items():
+        failure = outcome(handles[name])
+        assert isinstance(failure, Exception), f"{name} did not fail: {failure}"
+        assert words in str(failure), f"{name}: {failure}"
+        record = pipeline.record(f"{run}-{name}")
+        assert record["state"] == "FAILED" and words in json.loads(record["failure"])["reason"]
+
+    per_md5 = pipeline_sandbox_stats(pipeline)["transcriptions_per_md5"]
+    good_md5s = {md5(path) for path, _ in good_files[:12]}
+    assert {m: per_md5.get(m) for m in good_md5s} == {m: 1 for m in good_md5s}
+
+
+def pipeline_sandbox_stats(pipeline):
+    import requests
+
+    base_url = pipeline.env["PLAUD_BASE_URL"]
+    return requests.get(base_url.replace("/developer/api", "/_sandbox/stats"), timeout=10).json()
+
+
+def test_wav_goes_through_transcoded(pipeline, good_files):
+    path, _ = good_files[12]
+    result = outcome(pipeline.send(source=path, recording_id=f"wav-{time.time_ns()}"))
+    assert isinstance(result, dict) and result["duration"] == pytest.approx(3.0, abs=0.2)
+
+
+def test_the_same_recording_id_twice_runs_once(pipeline, good_files):
+    path, text = good_files[1]
+    recording_id = f"twice-{time.time_ns()}"
+    first = pipeline.send(source=path, recording_id=recording_id)
+    second = pipeline.send(source=path, recording_id=recording_id)
+    assert outcome(first)["text"] == text
+    assert outcome(second) == outcome(first)
+    third = pipeline.send(source=path, recording_id=recording_id)  # after it is done
+    assert outcome(third)["transcription_id"] == outcome(first)["transcription_id"]
+    assert pipeline_sandbox_stats(pipeline)["transcriptions_created"] == 1
+
+
+def test_a_generated_recording_id_and_the_record(pipeline, good_files):
+    path, text = good_files[2]
+    result = outcome(pipeline.send(source=path, params={"diarization": {"enabled": True}}))
+    record = pipeline.record(result["recording_id"])
+    assert record["state"] == "SUCCEEDED"
+    for state in ("QUEUED", "UPLOADING", "UPLOADED", "SUBMITTED", "SUCCEEDED"):
+        assert float(record[f"at_{state}"]) > 0
+    assert result["segments"][0]["speaker"] == "Speaker 1"
+    assert "download_url" in record and "sandbox" not in record["download_url"]  # sealed at rest
+    assert record["download_url"].startswith("sealed:v1:")
+    assert pipeline.redis.ttl(f"plaud:rec:{result['recording_id']}") > 6 * 86400
+
+
+def test_plaud_failure_is_reported(pipeline, configure, good_files):
+    configure(fault_task_failure=1.0)
+    failure = outcome(pipeline.send(source=good_files[3][0], recording_id=f"fails-{time.time_ns()}"))
+    assert isinstance(failure, Exception) and "Plaud reported FAILURE" in str(failure)
+
+
+def wait_for_state(pipeline, recording_id, states, timeout_s=30.0, check=lambda r: True):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = pipeline.record(recording_id)
+        if record.get("state") in states and check(record):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"{recording_id} never reached {states}: {pipeline.record(recording_id)}")
+
+
+def test_worker_killed_during_upload_and_during_polling(pipeline, configure, tmp_path):
+    """SIGKILL the whole worker twice; every recording still SUCCEEDS, one transcription per file."""
+    configure(chunk_size_bytes=64 * 1024, fault_latency_ms=150, processing_base_s=6.0)
+    run = f"kill-{time.time_ns()}"
+    files = [make_recording(str(tmp_path / f"k{i}.mp3"), 60.0 + i, seed=i, text=f"survivor {i}") for i in range(3)]
+    handles = [pipeline.send(source=f.path, recording_id=f"{run}-{i}") for i, f in enumerate(files)]
+
+    wait_for_state(pipeline, f"{run}-0", {"UPLOADING"}, check=lambda r: int(r.get("bytes_sent", 0)) > 0)
+    pipeline.workers[-1].kill()
+    pipeline.start_worker()
+    wait_for_state(pipeline, f"{run}-0", {"SUBMITTED", "PROCESSING"}, timeout_s=60)
+    pipeline.workers[-1].kill()
+    pipeline.start_worker()
+
+    for i, handle in enumerate(handles):
+        result = outcome(handle, timeout_s=120)
+        assert isinstance(result, dict), result
+        assert result["text"] == f"survivor {i}"
+    per_md5 = pipeline_sandbox_stats(pipeline)["transcriptions_per_md5"]
+    assert [per_md5.get(md5(f.path)) for f in files] == [1, 1, 1]
+    assert any(int(pipeline.record(f"{run}-{i}").get("reconciled", 0)) > 0 for i in range(3))

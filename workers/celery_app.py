@@ -1,0 +1,87 @@
+"""The Celery app: Redis broker and results, JSON only, stage queues, late acks, Flower events.
+
+Queues: ``plaud.uploads`` (bandwidth-heavy), ``plaud.api`` (entry, submit, deliver, reconcile:
+short API calls), ``plaud.polls`` (countdown tasks: a worker reserves every delayed task it sees,
+so they get a queue of their own and never sit in front of fresh work), and ``celery``, the
+default queue of any Celery client: a service that calls ``send_task("plaud.transcribe")`` with
+no routing lands there. Each role can be scaled on its own: ``plaud-workers worker -Q plaud.uploads``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from kombu import Queue
+
+from plaud.config import PlaudConfig
+from plaud.errors import ConfigError
+from plaud.redact import install_log_redaction
+from tasks.settings import PipelineSettings
+
+UPLOADS, API, POLLS, ENTRY = "plaud.uploads", "plaud.api", "plaud.polls", "celery"
+QUEUES = (ENTRY, UPLOADS, API, POLLS)
+ROUTES = {
+    "plaud.upload": {"queue": UPLOADS},
+    "plaud.poll": {"queue": POLLS},
+    "plaud.follow": {"queue": POLLS},
+    "plaud.transcribe": {"queue": API},
+    "plaud.submit": {"queue": API},
+    "plaud.deliver": {"queue": API},
+    "plaud.reconcile": {"queue": API},
+}
+TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile"]
+
+
+def make_app(settings: PipelineSettings | None = None) -> Celery:
+    settings = settings or PipelineSettings.from_env()
+    app = Celery("plaud-workers", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Above every countdown and every stage, or Redis hands the same task out twice.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        result_expires=settings.result_ttl_s,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue=API,
+        task_routes=ROUTES,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_annotations={"plaud.upload": {"soft_time_limit": settings.upload_time_limit_s,
+                                           "time_limit": settings.upload_time_limit_s + 60},
+                          "plaud.submit": {"soft_time_limit": settings.upload_time_limit_s,
+                                           "time_limit": settings.upload_time_limit_s + 60}},
+        task_soft_time_limit=settings.api_time_limit_s,
+        task_time_limit=settings.api_time_limit_s + 30,
+        beat_schedule={"plaud-reconcile": {"task": "plaud.reconcile", "schedule": float(settings.reconcile_every_s)}},
+    )
+    return app
+
+
+@worker_init.connect
+def check_configuration(**_: object) -> None:
+    """Refuse to start a worker that could not reach Plaud: say which variable is wrong."""
+    try:
+        config = PlaudConfig.from_env()
+        PipelineSettings.from_env()
+    except ConfigError as exc:
+        logging.getLogger("plaud.worker").critical("cannot start: %s", exc)
+        raise SystemExit(f"plaud-workers: cannot start: {exc}") from None
+    logging.getLogger("plaud.worker").info("worker talks to %s", config.describe())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def redact_logs(logger: logging.Logger, **_: object) -> None:
+    install_log_redaction(logger)
+
+
+app = make_app()

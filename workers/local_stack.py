@@ -1,0 +1,102 @@
+"""Run the pieces on one machine: a worker subprocess, and Redis found or started.
+
+Used by ``plaud-workers demo``, the integration tests and the benchmarks, so they all run the
+worker the way production does: ``celery -A workers worker`` in its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+from .celery_app import QUEUES
+from .local_redis import RedisServer
+
+READY_MARK = "ready."
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def find_or_start_redis(url: str) -> tuple[str, RedisServer | None]:
+    """``url`` if a Redis answers there; else a private redis-server (which the caller stops)."""
+    if redis_answers(url):
+        return url, None
+    try:
+        server = RedisServer().start()
+    except RuntimeError as exc:
+        raise RuntimeError(f"no Redis answers at {url}, and {exc}") from None
+    return server.url, server
+
+
+class WorkerProcess:
+    """``celery -A workers worker`` as a subprocess, logging to a file."""
+
+    def __init__(self, env: dict[str, str], *, queues: tuple[str, ...] = QUEUES, concurrency: int = 2,
+                 pool: str = "prefork", name: str = "worker", logfile: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.env = env
+        self.queues = queues
+        self.concurrency = concurrency
+        self.pool = pool
+        self.name = name
+        self.logfile = logfile or tempfile.mkstemp(prefix=f"plaud-{name}-", suffix=".log")[1]
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout_s: float = 60.0) -> "WorkerProcess":
+        cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO", "-E",
+               "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", self.pool,
+               "-n", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", *self.extra_args]
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if READY_MARK in self.log_text():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the worker was not ready after {ready_timeout_s} s:\n{self.log_tail()}")
+
+    def log_text(self) -> str:
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children: a machine dying, not a shutdown."""
+        if self.proc is None:
+            return
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in [self.proc.pid, *map(int, children)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
