@@ -18,13 +18,13 @@ from plaud.transcriptions import TranscriptionStatus
 
 from .records import RecordingState
 from .runtime import runtime
-from .stage import fail, load, on_error
+from .stage import STAGE_TASK_OPTIONS, fail, load, on_error
 
 NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
 
 
-@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+@shared_task(name=NAME, **STAGE_TASK_OPTIONS)
 def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     rt = runtime()
     record = load(rt, recording_id, "poll")
@@ -35,7 +35,9 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     now = time.time()
     next_poll_at = record.number("next_poll_at")
     if next_poll_at - now > EARLY_TOLERANCE_S:
-        raise self.retry(countdown=next_poll_at - now, max_retries=None)  # the chain arrives early: wait
+        # Not yet time to ask Plaud: wait again, in hops no longer than the countdown cap.
+        raise self.retry(countdown=min(next_poll_at - now, rt.settings.poll_countdown_cap_s), max_retries=None)
+    late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
     submitted_at = record.number("submitted_at", now)
     if now - submitted_at > rt.settings.poll_deadline_s:
         raise fail(rt, recording_id, "poll", f"timed out: Plaud had not finished after "
@@ -50,7 +52,7 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     polls = rt.store.increment(recording_id, "polls")
     if state.status is TranscriptionStatus.SUCCESS:
         rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
-                                       "plaud_status": state.raw_status})
+                                       "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
         return
     if state.status.is_failure:
         raise fail(rt, recording_id, "poll", f"Plaud reported {state.raw_status}: "
@@ -59,6 +61,6 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     delay = rt.schedule.next_delay_s(waited, record.number("audio_duration_s") or None)
     next_at = time.time() + delay
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
-        "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls,
+        "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
-    raise self.retry(countdown=delay, max_retries=None)
+    raise self.retry(countdown=min(delay, rt.settings.poll_countdown_cap_s), max_retries=None)

@@ -28,7 +28,8 @@ class PipelineSettings:
     stage_attempts: int = 8
     poll_error_attempts: int = 20
     poll_deadline_s: int = 6 * 3600
-    poll_max_interval_s: int = 300
+    poll_countdown_cap_s: int = 300  # the longest single countdown, kept far below the visibility timeout
+    poll_max_interval_s: float = 120.0
     poll_min_interval_s: float = 2.0
     expected_base_s: float = 5.0
     expected_rtf: float = 0.1
@@ -40,7 +41,7 @@ class PipelineSettings:
     lease_ttl_s: int = 300
 
     def __post_init__(self) -> None:
-        longest_wait = max(self.poll_max_interval_s, self.upload_time_limit_s, self.api_time_limit_s)
+        longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
         if self.visibility_timeout_s < 2 * longest_wait:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
                               f"longest countdown or stage ({longest_wait} s), or Redis redelivers tasks still "

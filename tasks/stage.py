@@ -22,6 +22,12 @@ from .runtime import Runtime
 
 log = logging.getLogger("plaud.pipeline")
 
+# For the intermediate stages of the chain. max_retries=None here, on the task, because Celery
+# reads retry(max_retries=None) as "the task's default" (3): the record's own counters and the
+# poll deadline bound the retries instead. Errors are stored even though results are not, so a
+# failure still reaches the entry task's id at the end of the chain.
+STAGE_TASK_OPTIONS = {"bind": True, "ignore_result": True, "store_errors_even_if_ignored": True, "max_retries": None}
+
 STAGE_BACKOFF_BASE_S = 2.0
 STAGE_BACKOFF_CAP_S = 120.0
 

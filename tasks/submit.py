@@ -9,13 +9,13 @@ from celery.exceptions import Retry
 
 from .records import RecordingState
 from .runtime import runtime
-from .stage import lease, load, on_error
+from .stage import STAGE_TASK_OPTIONS, lease, load, on_error
 from .upload import has_usable_download_url, run_upload
 
 NAME = "plaud.submit"
 
 
-@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+@shared_task(name=NAME, **STAGE_TASK_OPTIONS)
 def submit(self, recording_id: str) -> None:
     rt = runtime()
     record = load(rt, recording_id, "submit")

@@ -106,7 +106,7 @@ def transcribe(self, **kwargs: Any) -> Any:
     raise self.replace(pipeline(recording_id, poll_token, task_id=None))
 
 
-@shared_task(name=FOLLOW_NAME, bind=True)
+@shared_task(name=FOLLOW_NAME, bind=True, max_retries=None)
 def follow(self, recording_id: str) -> Any:
     """Resolve to an existing recording's result (or failure), checking back until it ends."""
     record = runtime().store.get(recording_id)

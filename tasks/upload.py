@@ -11,7 +11,7 @@ from plaud.upload import UploadProgress
 
 from .records import Record, RecordingState
 from .runtime import Runtime, runtime
-from .stage import lease, load, on_error
+from .stage import STAGE_TASK_OPTIONS, lease, load, on_error
 
 NAME = "plaud.upload"
 
@@ -49,7 +49,7 @@ def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None
     rt.redis.hdel(rt.store.key(recording_id), "upload_progress")
 
 
-@shared_task(name=NAME, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+@shared_task(name=NAME, **STAGE_TASK_OPTIONS)
 def upload(self, recording_id: str) -> None:
     rt = runtime()
     record = load(rt, recording_id, "upload")

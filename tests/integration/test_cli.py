@@ -67,3 +67,25 @@ def test_demo_starts_a_private_redis_when_none_answers():
     r = subprocess.run([*CLI, "demo", "--timeout-s", "90"], capture_output=True, text=True, timeout=150, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "(private)" in r.stdout and "welcome.mp3: SUCCEEDED" in r.stdout
+
+
+def test_a_worker_without_credentials_refuses_to_start(tmp_path):
+    from workers.local_stack import WorkerProcess
+
+    worker = WorkerProcess({"PLAUD_REGION": "us", "REDIS_URL": "redis://127.0.0.1:1/0"},
+                           logfile=str(tmp_path / "w.log"))
+    try:
+        worker.start(ready_timeout_s=60)
+    except RuntimeError as exc:
+        assert "PLAUD_CLIENT_ID, PLAUD_SECRET_KEY, PLAUD_API_KEY must be set" in str(exc)
+        assert worker.proc.returncode != 0
+    else:
+        worker.stop()
+        raise AssertionError("the worker started without credentials")
+
+
+def test_the_worker_command_names_the_unavailable_region():
+    r = subprocess.run([*CLI, "worker"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PLAUD_REGION": "eu", "PLAUD_CLIENT_ID": "c", "PLAUD_SECRET_KEY": "s",
+                            "PLAUD_API_KEY": "k"})
+    assert r.returncode == 1 and "coming soon" in r.stderr

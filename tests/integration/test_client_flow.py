@@ -6,9 +6,7 @@ import dataclasses
 import hashlib
 import io
 import os
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -117,37 +115,6 @@ def test_upload_from_an_open_stream(client, speech_mp3):
     data = open(speech_mp3.path, "rb").read()
     uploaded = client.upload(io.BytesIO(data), size=len(data))
     assert uploaded.file_md5 == hashlib.md5(data).hexdigest()
-
-
-@pytest.fixture
-def file_server(tmp_path):
-    """Serves tmp_path; paths ending in '.chunked' are sent without Content-Length."""
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            path = self.path.split("?")[0]
-            if not path.endswith(".chunked"):
-                return super().do_GET()
-            body = (tmp_path / path.lstrip("/").removesuffix(".chunked")).read_bytes()
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for start in range(0, len(body), 4096):
-                piece = body[start:start + 4096]
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            self.wfile.write(b"0\r\n\r\n")
-
-    Handler.protocol_version = "HTTP/1.1"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 @pytest.mark.parametrize("suffix", ["", ".chunked"])

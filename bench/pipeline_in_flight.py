@@ -1,0 +1,120 @@
+"""10,000 recordings waiting on Plaud at once: memory of workers and Redis, lateness of polls.
+
+    python -m bench.pipeline_in_flight --recordings 10000
+
+The sandbox takes ``--processing-s`` per job, so every recording is uploaded, submitted and
+then polled on its schedule while the others wait. Reported: peak RSS of the worker (main
+process plus pool children, summed) and of redis-server, and how late polls fired against
+their scheduled time (p50, p99) once all recordings are in PROCESSING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+
+import redis as redis_lib
+
+
+def tree_rss_kib(pid: int) -> int:
+    pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        except (FileNotFoundError, StopIteration):
+            pass
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", type=int, default=10000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--processing-s", type=float, default=1800.0)
+    parser.add_argument("--expected-base-s", type=float, default=60.0)
+    args = parser.parse_args()
+
+    from celery import Celery
+
+    from plaud.sandbox import SandboxProcess
+    from plaud.sandbox.testaudio import make_recording
+    from workers.local_redis import RedisServer
+    from workers.local_stack import WorkerProcess
+
+    workdir = tempfile.mkdtemp(prefix="bench-inflight-")
+    sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="in flight").path
+    server = RedisServer().start()
+    peaks = {"worker": 0, "redis": 0}
+    stop = threading.Event()
+    try:
+        with SandboxProcess("--processing-base-s", str(args.processing_s), "--processing-rtf", "0",
+                            "--token-rate-limit", "") as sb:
+            env = {"PLAUD_BASE_URL": sb.base_url, "REDIS_URL": server.url,
+                   "PLAUD_EXPECTED_BASE_S": str(args.expected_base_s), "PLAUD_EXPECTED_RTF": "0"}
+            worker = WorkerProcess(env, concurrency=args.concurrency, name="inflight").start()
+
+            def sample_rss() -> None:
+                while not stop.is_set():
+                    peaks["worker"] = max(peaks["worker"], tree_rss_kib(worker.proc.pid))
+                    peaks["redis"] = max(peaks["redis"], tree_rss_kib(server.proc.pid))
+                    time.sleep(0.5)
+
+            threading.Thread(target=sample_rss, daemon=True).start()
+            try:
+                client = Celery(broker=server.url, backend=server.url)
+                run = f"inflight-{time.time_ns()}"
+                started = time.monotonic()
+                for i in range(args.recordings):
+                    client.send_task("plaud.transcribe", kwargs={"source": sample, "recording_id": f"{run}-{i}"})
+                enqueued_s = time.monotonic() - started
+                r = redis_lib.Redis.from_url(server.url)
+                keys = [f"plaud:rec:{run}-{i}" for i in range(args.recordings)]
+                while True:
+                    pipe = r.pipeline()
+                    for key in keys:
+                        pipe.hget(key, "state")
+                    states = pipe.execute()
+                    processing = sum(1 for s in states if s == b"PROCESSING")
+                    if processing == args.recordings:
+                        break
+                    if time.monotonic() - started > args.processing_s * 0.8:
+                        raise TimeoutError(f"only {processing} of {args.recordings} in PROCESSING")
+                    time.sleep(2)
+                all_processing_s = time.monotonic() - started
+                time.sleep(min(120.0, args.processing_s / 4))  # let later polls fire under the full load
+                pipe = r.pipeline()
+                for key in keys:
+                    pipe.hmget(key, "last_poll_late_s", "polls")
+                rows = pipe.execute()
+                late = [float(x) for x, _ in rows if x is not None]
+                polls = [int(p or 0) for _, p in rows]
+                redis_memory = r.info("memory")
+            finally:
+                stop.set()
+                worker.stop()
+    finally:
+        server.cleanup()
+    print(f"{args.recordings} recordings in flight (sandbox processing {args.processing_s:.0f} s), one worker "
+          f"(prefork, concurrency {args.concurrency})")
+    print(f"  enqueued in {enqueued_s:.1f} s; all uploaded, submitted and polled once after {all_processing_s:.0f} s")
+    print(f"  peak RSS: worker {peaks['worker'] / 1024:.0f} MiB (main + children), "
+          f"redis-server {peaks['redis'] / 1024:.0f} MiB (used_memory_peak {redis_memory['used_memory_peak_human']})")
+    print(f"  poll lateness: p50 {percentile(late, 0.5):.2f} s, p99 {percentile(late, 0.99):.2f} s, "
+          f"max {max(late):.2f} s over {len(late)} recordings; polls so far per recording "
+          f"{statistics.mean(polls):.2f}")
+
+
+if __name__ == "__main__":
+    main()

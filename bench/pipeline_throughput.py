@@ -1,0 +1,88 @@
+"""Pipeline throughput on one host, beside a no-op chain of the same length, in the same run.
+
+    python -m bench.pipeline_throughput --recordings 500 --concurrency 8
+
+A private redis-server, a sandbox subprocess with near-instant processing, and one worker
+(prefork, all queues). Recordings are enqueued by name from a bare Celery client; the run
+ends when every result is in. The baseline sends chains of 4 no-op tasks (the pipeline's
+upload, submit, poll, deliver) plus an entry task, through the same worker and queues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from celery import Celery, chain
+
+
+def wait_all(handles, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    pending = list(handles)
+    while pending:
+        pending = [h for h in pending if not h.ready()]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} still pending")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--pool", default="prefork")
+    args = parser.parse_args()
+
+    from plaud.sandbox import SandboxProcess, admin
+    from plaud.sandbox.testaudio import make_recording
+    from workers.local_redis import RedisServer
+    from workers.local_stack import WorkerProcess
+
+    workdir = tempfile.mkdtemp(prefix="bench-throughput-")
+    sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="throughput").path
+    server = RedisServer().start()
+    try:
+        with SandboxProcess("--processing-base-s", "0", "--processing-rtf", "0", "--token-rate-limit", "") as sb:
+            env = {"PLAUD_BASE_URL": sb.base_url, "REDIS_URL": server.url, "PLAUD_EXPECTED_BASE_S": "0.2",
+                   "PLAUD_EXPECTED_RTF": "0", "PLAUD_POLL_MIN_INTERVAL_S": "0.2"}
+            worker = WorkerProcess(env, concurrency=args.concurrency, pool=args.pool, name="bench",
+                                   extra_args=("-I", "bench.noop_tasks")).start()
+            try:
+                client = Celery(broker=server.url, backend=server.url)
+                client.conf.task_routes = {"bench.noop": {"queue": "plaud.api"}}
+                # Baseline: entry + a 4-task chain of no-ops per item.
+                started = time.monotonic()
+                noops = [chain(*(client.signature("bench.noop", immutable=True) for _ in range(5))).apply_async()
+                         for _ in range(args.recordings)]
+                noop_s = wait_all(noops, 600) - started
+
+                started = time.monotonic()
+                run = f"bench-{time.time_ns()}"
+                handles = [client.send_task("plaud.transcribe", kwargs={"source": sample,
+                                                                         "recording_id": f"{run}-{i}"})
+                           for i in range(args.recordings)]
+                pipeline_s = wait_all(handles, 1800) - started
+                failed = sum(1 for h in handles if h.failed())
+                stats = admin(sb.origin, "stats")
+                polls = [int(client.backend.client.hget(f"plaud:rec:{run}-{i}", "polls") or 0)
+                         for i in range(args.recordings)]
+            finally:
+                worker.stop()
+    finally:
+        server.cleanup()
+    n = args.recordings
+    print(f"{n} recordings, one worker ({args.pool}, concurrency {args.concurrency}), 2-core host")
+    print(f"  pipeline: {n / pipeline_s:6.1f} recordings/s ({pipeline_s:.1f} s), failed {failed}, "
+          f"polls/recording {statistics.mean(polls):.2f}")
+    print(f"  no-op chain of 5 tasks: {n / noop_s:6.1f} chains/s ({noop_s:.1f} s)")
+    print(f"  pipeline / no-op ceiling: {noop_s / pipeline_s:.0%}")
+    print(f"  sandbox: {stats['uploads_completed']} uploads, {stats['transcriptions_created']} transcriptions, "
+          f"{stats['partner_tokens_issued']} partner token(s)")
+
+
+if __name__ == "__main__":
+    main()
