@@ -66,8 +66,11 @@ class PlaudConfig:
             if region not in REGIONS:
                 raise ConfigError(f"PLAUD_REGION={region!r} is not a Plaud region; use one of "
                                   f"{', '.join(sorted(REGIONS))}")
-        is_sandbox = region is None and not any(given[name] for name in CREDENTIAL_VARS)
-        if is_sandbox:
+        no_credentials = region is None and not any(given[name] for name in CREDENTIAL_VARS)
+        # The sandbox's own credentials, set explicitly (as `plaud-workers sandbox` suggests), are the sandbox too.
+        is_sandbox = no_credentials or (region is None and all(given[n] == SANDBOX_CREDENTIALS[n]
+                                                               for n in CREDENTIAL_VARS))
+        if no_credentials:
             credentials = dict(SANDBOX_CREDENTIALS)
         else:
             missing = [name for name in CREDENTIAL_VARS if not given[name]]
@@ -102,7 +105,8 @@ class PlaudConfig:
 
     def describe(self) -> str:
         """One line for logs: where the client points, never a secret."""
-        target = "the local sandbox" if self.is_sandbox else f"Plaud region {self.region or 'custom'}"
+        target = ("the local sandbox" if self.is_sandbox
+                  else f"Plaud region {self.region}" if self.region else "a Plaud-compatible API")
         return f"{target} at {self.base_url} as client {self.client_id}, user {self.user_id}"
 
 

@@ -36,6 +36,14 @@ def register_secrets(values: Iterable[str | None]) -> None:
         _known_secrets.update(v for v in values if v and len(v) >= 6)
 
 
+_URL_QUERY = re.compile(r"(https?://[^\s'\"?#]+)\?[^\s'\"#]*")
+
+
+def mask_url_queries(text: str) -> str:
+    """Drop the query of every URL in ``text``: any parameter name may carry a signature."""
+    return _URL_QUERY.sub(lambda m: m.group(1) + "?" + MASK, text)
+
+
 def redact(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)

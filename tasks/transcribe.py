@@ -80,15 +80,17 @@ def shown_source(source: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme in ("http", "https") else source
 
 
-@shared_task(name=NAME, bind=True)
+@shared_task(name=NAME, bind=True, Request="tasks.requests:RedactingRequest")
 def transcribe(self, **kwargs: Any) -> Any:
     rt = runtime()
     try:
         request = validate(kwargs)
     except InvalidRequest as exc:
         recording_id = kwargs.get("recording_id")
-        if isinstance(recording_id, str) and RECORDING_ID_RE.match(recording_id):
-            rt.store.create(recording_id, {"task_id": self.request.id}, due_at=float("inf"))
+        # Record the refusal so `status` can show it, but never on top of an existing recording:
+        # a malformed duplicate must not fail the good one already in flight.
+        if isinstance(recording_id, str) and RECORDING_ID_RE.match(recording_id) and \
+                rt.store.create(recording_id, {"task_id": self.request.id}, due_at=float("inf")) is None:
             rt.store.transition(recording_id, RecordingState.FAILED,
                                 {"failure": {"stage": "transcribe", "reason": str(exc), "at": time.time()}})
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -89,3 +90,23 @@ def test_the_worker_command_names_the_unavailable_region():
                        env={**os.environ, "PLAUD_REGION": "eu", "PLAUD_CLIENT_ID": "c", "PLAUD_SECRET_KEY": "s",
                             "PLAUD_API_KEY": "k"})
     assert r.returncode == 1 and "coming soon" in r.stderr
+
+
+def test_plaud_workers_worker_starts_a_worker(sandbox, redis_server, tmp_path):
+    from plaud.sandbox import worker_environment
+
+    log = tmp_path / "worker.log"
+    env = {**os.environ, **worker_environment(sandbox.running), "REDIS_URL": redis_server.url.replace("/0", "/4")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "worker", "-Q", "plaud.api", "-c", "1"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "talking to the local sandbox" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

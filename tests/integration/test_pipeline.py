@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -166,3 +167,51 @@ def test_worker_killed_during_upload_and_during_polling(pipeline, configure, tmp
     per_md5 = pipeline_sandbox_stats(pipeline)["transcriptions_per_md5"]
     assert [per_md5.get(md5(f.path)) for f in files] == [1, 1, 1]
     assert any(int(pipeline.record(f"{run}-{i}").get("reconciled", 0)) > 0 for i in range(3))
+
+
+def test_a_malformed_duplicate_does_not_fail_the_recording_in_flight(pipeline, configure, good_files):
+    configure(processing_base_s=2.0)
+    path, text = good_files[4]
+    recording_id = f"dup-bad-{time.time_ns()}"
+    good = pipeline.send(source=path, recording_id=recording_id)
+    wait_for_state(pipeline, recording_id, {"UPLOADING", "UPLOADED", "SUBMITTED", "PROCESSING"})
+    bad = pipeline.send(source=path, recording_id=recording_id, params="not an object")
+    assert "params must be a JSON object" in str(outcome(bad))
+    assert outcome(good)["text"] == text
+    assert pipeline.record(recording_id)["state"] == "SUCCEEDED"
+
+
+def test_task_events_show_no_source_signature(pipeline, good_files, file_server):
+    """What Flower would show (task-received events) carries no query string of the source."""
+    directory, origin = file_server
+    path, text = good_files[5]
+    (directory / "signed.mp3").write_bytes(open(path, "rb").read())
+    received = []
+
+    def on_event(event):
+        if event.get("type") == "task-received" and event.get("name") == "plaud.transcribe":
+            received.append(event)
+
+    with pipeline.client.connection_for_read() as connection:
+        receiver = pipeline.client.events.Receiver(connection, handlers={"*": on_event})
+
+        def capture():
+            try:
+                receiver.capture(limit=None, timeout=30)
+            except Exception:  # timeout or shutdown: the assertions below say what was seen
+                pass
+
+        listener = threading.Thread(target=capture, daemon=True)
+        listener.start()
+        time.sleep(1.0)  # the receiver's queue is bound before the task goes out
+        handle = pipeline.send(source=f"{origin}/signed.mp3?X-Amz-Signature=topsecretsig&token=abc123",
+                               recording_id=f"events-{time.time_ns()}")
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        receiver.should_stop = True
+        listener.join(timeout=5)
+    assert outcome(handle)["text"] == text
+    assert received, "no task-received event seen"
+    shown = received[0]["kwargs"]
+    assert "signed.mp3" in shown and "topsecretsig" not in shown and "abc123" not in shown

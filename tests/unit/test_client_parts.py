@@ -60,6 +60,19 @@ def test_bad_config_names_the_variable(env, words):
         PlaudConfig.from_env(env)
 
 
+def test_how_the_target_is_described():
+    sandbox_creds = {"PLAUD_CLIENT_ID": "sandbox-client-id", "PLAUD_SECRET_KEY": "sandbox-secret-key",
+                     "PLAUD_API_KEY": "sandbox-api-key", "PLAUD_BASE_URL": "http://127.0.0.1:9999/developer/api"}
+    assert PlaudConfig.from_env(sandbox_creds).describe().startswith("the local sandbox at http://127.0.0.1:9999")
+    custom = {**sandbox_creds, "PLAUD_API_KEY": "another-key"}
+    assert PlaudConfig.from_env(custom).describe().startswith("a Plaud-compatible API")
+    real = {"PLAUD_REGION": "jp", "PLAUD_CLIENT_ID": "client-1", "PLAUD_SECRET_KEY": "secret-value-xyz",
+            "PLAUD_API_KEY": "api-key-value-xyz"}
+    described = PlaudConfig.from_env(real).describe()
+    assert described.startswith("Plaud region jp") and "client-1" in described
+    assert "secret-value-xyz" not in described and "api-key-value-xyz" not in described
+
+
 def test_credentials_from_files(tmp_path):
     for name, value in (("client_id", "c-1"), ("secret", "s-1"), ("api", "k-1\n")):
         (tmp_path / name).write_text(value)

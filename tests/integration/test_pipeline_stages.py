@@ -1,0 +1,47 @@
+"""Stage functions called directly in this process (a plain call, not eager mode) against the sandbox."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tasks.records import RecordingState
+from tasks.runtime import reset_runtime, runtime
+from tasks.submit import submit
+
+
+@pytest.fixture
+def rt(monkeypatch, sandbox, redis_server, redis_client):
+    from plaud.sandbox import worker_environment
+
+    for name, value in {**worker_environment(sandbox.running), "REDIS_URL": redis_server.url}.items():
+        monkeypatch.setenv(name, value)
+    reset_runtime()
+    yield runtime()
+    reset_runtime()
+
+
+def test_submit_uploads_again_when_the_download_url_expired(rt, api, speech_mp3):
+    rid = f"expired-{time.time_ns()}"
+    rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
+                    due_at=time.time() + 60)
+    rt.store.transition(rid, RecordingState.UPLOADED, {"download_url": "http://127.0.0.1:1/gone.mp3",
+                                                       "download_url_expires_at": time.time() - 1})
+    submit(rid)
+    record = rt.store.get(rid)
+    assert record.state is RecordingState.SUBMITTED and record.get("transcription_id")
+    assert record.number("download_url_expires_at") > time.time() + 3600
+    stats = api.stats()
+    assert stats["uploads_completed"] == 1 and stats["transcriptions_created"] == 1
+
+
+def test_submit_never_creates_a_second_plaud_task(rt, api, speech_mp3):
+    rid = f"once-{time.time_ns()}"
+    rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
+                    due_at=time.time() + 60)
+    submit(rid)
+    first = rt.store.get(rid).get("transcription_id")
+    submit(rid)  # a redelivered message
+    assert rt.store.get(rid).get("transcription_id") == first
+    assert api.stats()["transcriptions_created"] == 1
