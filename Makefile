@@ -1,9 +1,20 @@
-# The two set-up commands of the README. Each creates .venv and installs the project on first use.
+# The two set-up commands of the README. Each installs what a fresh Debian machine lacks
+# (redis-server, python3-venv) and the project into .venv on first use.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench system-packages clean
+
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 $(BIN)/plaud-workers: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,16 +22,19 @@ $(BIN)/plaud-workers: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/plaud-workers
+demo: system-packages $(BIN)/plaud-workers
 	$(BIN)/plaud-workers demo
 
-test: $(BIN)/plaud-workers
+test: system-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.sandbox_upload --size-mib 1024 --parallel 8
 	$(BIN)/python -m bench.client_upload --size-mib 1024 --parallel 1 4 --latency-ms 20
 	$(BIN)/python -m bench.token_sharing --processes 8 --uploads 50
+	$(BIN)/python -m bench.pipeline_throughput --recordings 500 --concurrency 8
+	$(BIN)/python -m bench.polling_cost
+	$(BIN)/python -m bench.pipeline_in_flight --recordings 10000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

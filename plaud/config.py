@@ -57,7 +57,7 @@ class PlaudConfig:
         env = os.environ if environ is None else environ
         region = env.get("PLAUD_REGION", "").strip().lower() or None
         base_url = env.get("PLAUD_BASE_URL", "").strip().rstrip("/") or None
-        given = {name: _secret(env, name) for name in (*CREDENTIAL_VARS, "PLAUD_USER_ID")}
+        given = {name: read_secret(env, name) for name in (*CREDENTIAL_VARS, "PLAUD_USER_ID")}
 
         if region is not None:
             if region in COMING_SOON_REGIONS:
@@ -110,7 +110,8 @@ class PlaudConfig:
         return f"{target} at {self.base_url} as client {self.client_id}, user {self.user_id}"
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
+def read_secret(env: Mapping[str, str], name: str) -> str | None:
+    """``name`` from the environment, or the content of the file named by ``name``_FILE."""
     value = env.get(name, "").strip() or None
     path = env.get(f"{name}_FILE", "").strip() or None
     if value and path:

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
+from .notify import announce
 from .records import Record, RecordingState
 from .runtime import runtime
 from .stage import load
@@ -37,6 +38,8 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
     if record.state is RecordingState.SUCCEEDED:
         return record.get("result")  # delivered already: same answer again
     result = build_result(record)
-    rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
+    previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
     rt.redis.hdel(rt.store.key(recording_id), "transcript")
+    if previous is not None and not previous.is_terminal:
+        announce(rt, recording_id, "recording.succeeded")
     return result

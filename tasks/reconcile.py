@@ -59,3 +59,39 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
 @shared_task(name=NAME, ignore_result=True)
 def reconcile() -> int:
     return len(sweep(runtime()))
+
+
+class NotRetryable(Exception):
+    """Raised when a recording cannot be re-driven (not FAILED, or refused at the door)."""
+
+
+def retry_failed(rt: Runtime, recording_id: str) -> tuple[str, str]:
+    """Re-drive a FAILED recording from the stage that failed; returns (new task id, stage)."""
+    record = rt.store.get(recording_id)
+    if record is None:
+        raise NotRetryable(f"no recording {recording_id} (unknown, or its record expired)")
+    if record.state is not RecordingState.FAILED:
+        raise NotRetryable(f"recording {recording_id} is {record.state.value}, not FAILED")
+    failure = record.get("failure") or {}
+    stage = failure.get("stage")
+    if stage == "transcribe" or not record.get("source"):
+        raise NotRetryable(f"recording {recording_id} was refused at the door ({failure.get('reason')}); "
+                           f"enqueue a corrected request")
+    start, state, cleared = {
+        "upload": ("upload", RecordingState.QUEUED, ["upload_attempts"]),
+        "submit": ("submit", RecordingState.UPLOADED, ["submit_attempts"]),
+    }.get(stage, ("submit", RecordingState.UPLOADED, ["transcription_id", "poll_attempts", "polls", "next_poll_at",
+                                                     "submitted_at", "plaud_status"]))
+    if stage == "poll" and not str(failure.get("reason", "")).startswith(("Plaud reported", "timed out")):
+        # Polling itself failed (errors reaching Plaud): the Plaud task may still be fine; ask again.
+        start, state, cleared = "poll", RecordingState.SUBMITTED, ["poll_attempts"]
+    task_id = str(uuid.uuid4())
+    token = uuid.uuid4().hex[:12]
+    rt.redis.hdel(rt.store.key(recording_id), "failure", *cleared)
+    rt.store.transition(recording_id, state, {"task_id": task_id, "poll_token": token, "next_poll_at": time.time()},
+                        due_at=time.time() + rt.settings.reconcile_grace_s, reopen=True)
+    rt.redis.persist(rt.store.key(recording_id))  # live again: no expiry until it ends
+    rt.store.increment(recording_id, "retried")
+    pipeline(recording_id, token, task_id=task_id, start=start).apply_async()
+    log.info("recording %s re-driven from %s as task %s", recording_id, start, task_id)
+    return task_id, start

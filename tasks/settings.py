@@ -8,9 +8,10 @@ the same task again while it is still running or waiting.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
+from plaud.config import read_secret
 from plaud.errors import ConfigError
 
 DAY_S = 86400
@@ -39,6 +40,9 @@ class PipelineSettings:
     # A stage's hold on its recording; renewed at every upload checkpoint. When a worker dies the
     # hold lapses this long after, and the reconciler may take over.
     lease_ttl_s: int = 300
+    webhook_max_age_s: int = 3600
+    webhook_retry_base_s: float = 5.0
+    webhook_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
@@ -46,6 +50,9 @@ class PipelineSettings:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
                               f"longest countdown or stage ({longest_wait} s), or Redis redelivers tasks still "
                               f"running or waiting")
+
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow_private: bool = False
 
     @property
     def broker(self) -> str:
@@ -63,8 +70,13 @@ class PipelineSettings:
                           ("result_backend", "CELERY_RESULT_BACKEND")):
             if env.get(var, "").strip():
                 values[name] = env[var].strip()
+        values["webhook_secret"] = read_secret(env, "PLAUD_WEBHOOK_SECRET") or ""
+        allow = env.get("PLAUD_WEBHOOK_ALLOW_PRIVATE", "").strip().lower()
+        if allow not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ConfigError(f"PLAUD_WEBHOOK_ALLOW_PRIVATE must be true or false, got {allow!r}")
+        values["webhook_allow_private"] = allow in ("1", "true", "yes")
         for name, default in cls.__dataclass_fields__.items():
-            if name in ("redis_url", "broker_url", "result_backend"):
+            if name in ("redis_url", "broker_url", "result_backend", "webhook_secret", "webhook_allow_private"):
                 continue
             var = f"PLAUD_{name.upper()}"
             text = env.get(var, "").strip()

@@ -17,6 +17,7 @@ from plaud import retry as retry_policy
 from plaud.errors import BudgetSpent, FatalError, PlaudError
 
 from .errors import RecordingFailed
+from .notify import announce
 from .records import RecordingState
 from .runtime import Runtime
 
@@ -37,8 +38,10 @@ def fail(rt: Runtime, recording_id: str, stage: str, reason: str, error: PlaudEr
     failure: dict[str, Any] = {"stage": stage, "reason": reason, "at": time.time()}
     if error is not None:
         failure.update({k: v for k, v in error.to_dict().items() if k in ("status", "code", "error")})
-    rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure})
+    previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure})
     log.warning("recording %s FAILED at %s: %s", recording_id, stage, reason)
+    if previous is not None and not previous.is_terminal:
+        announce(rt, recording_id, "recording.failed")
     return RecordingFailed(f"recording {recording_id} failed at {stage}: {reason}")
 
 

@@ -31,7 +31,9 @@ NAME = "plaud.transcribe"
 FOLLOW_NAME = "plaud.follow"
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_FOLLOW_INTERVAL_S = 30.0
-KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata")
+KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata", "callback_task",
+          "callback_queue")
+TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
 
 STAGES = ("upload", "submit", "poll", "deliver")
@@ -46,7 +48,7 @@ def pipeline(recording_id: str, poll_token: str, *, task_id: str | None, start: 
     return chain(*links, final.set(task_id=task_id) if task_id else final)
 
 
-def validate(kwargs: dict[str, Any]) -> dict[str, Any]:
+def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, Any]:
     """The kwargs as the pipeline uses them; InvalidRequest names what is wrong."""
     unknown = sorted(set(kwargs) - set(KWARGS))
     if unknown:
@@ -71,6 +73,15 @@ def validate(kwargs: dict[str, Any]) -> dict[str, Any]:
     if webhook_url is not None and (not isinstance(webhook_url, str)
                                     or urlsplit(webhook_url).scheme not in ("http", "https")):
         raise InvalidRequest("webhook_url must be an http(s) URL")
+    if webhook_url is not None and not webhooks_on:
+        raise InvalidRequest("webhook_url was given but this deployment has no PLAUD_WEBHOOK_SECRET to sign "
+                             "webhooks with")
+    for name in ("callback_task", "callback_queue"):
+        value = kwargs.get(name)
+        if value is not None and (not isinstance(value, str) or not TASK_NAME_RE.match(value)):
+            raise InvalidRequest(f"{name} must be a Celery task or queue name")
+    if kwargs.get("callback_queue") in ("celery", "plaud.api", "plaud.uploads", "plaud.polls"):
+        raise InvalidRequest("callback_queue must not be a queue these workers consume")
     return {name: kwargs.get(name) for name in KWARGS}
 
 
@@ -84,7 +95,7 @@ def shown_source(source: str) -> str:
 def transcribe(self, **kwargs: Any) -> Any:
     rt = runtime()
     try:
-        request = validate(kwargs)
+        request = validate(kwargs, webhooks_on=bool(rt.settings.webhook_secret))
     except InvalidRequest as exc:
         recording_id = kwargs.get("recording_id")
         # Record the refusal so `status` can show it, but never on top of an existing recording:
@@ -100,6 +111,7 @@ def transcribe(self, **kwargs: Any) -> Any:
         "source": request["source"], "source_shown": shown_source(request["source"]),
         "user_id": request["user_id"] or rt.config.user_id, "params": request["params"] or {},
         "webhook_url": request["webhook_url"], "metadata": request["metadata"], "task_id": self.request.id,
+        "callback_task": request["callback_task"], "callback_queue": request["callback_queue"],
         "poll_token": poll_token,
     }, due_at=time.time() + rt.settings.reconcile_grace_s)
     if existing is not None:

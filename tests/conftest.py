@@ -6,8 +6,10 @@ import dataclasses
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 import redis
+import soundfile
 from celery import Celery
 
 from plaud.config import PlaudConfig
@@ -95,6 +97,8 @@ PIPELINE_ENV = {
     "PLAUD_EXPECTED_BASE_S": "0.3", "PLAUD_EXPECTED_RTF": "0", "PLAUD_POLL_MIN_INTERVAL_S": "0.2",
     "PLAUD_RECONCILE_EVERY_S": "1", "PLAUD_RECONCILE_GRACE_S": "4", "PLAUD_LEASE_TTL_S": "3",
     "PLAUD_STAGE_ATTEMPTS": "4",
+    "PLAUD_WEBHOOK_SECRET": "test-webhook-secret", "PLAUD_WEBHOOK_ALLOW_PRIVATE": "true",
+    "PLAUD_WEBHOOK_RETRY_BASE_S": "0.3", "PLAUD_WEBHOOK_MAX_AGE_S": "3",
 }
 
 
@@ -175,3 +179,19 @@ def file_server(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def good_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("good")
+    files = []
+    for i in range(12):
+        text = f"Recording number {i} says hello to the pipeline."
+        path = make_recording(str(directory / f"good-{i}.mp3"), 3.0 + i % 4, speakers=1 + i % 2, seed=i,
+                              text=text).path
+        files.append((path, text))
+    wav = directory / "speech.wav"
+    t = np.arange(16000 * 3) / 16000
+    soundfile.write(str(wav), (0.3 * np.sin(2 * np.pi * 180 * t)).astype("float32"), 16000)
+    files.append((str(wav), None))
+    return files

@@ -108,3 +108,28 @@ def complete_body(presigned: dict[str, Any], part_list: list[dict[str, Any]], da
                   filetype: str = "mp3") -> dict[str, Any]:
     return {"file_id": presigned["FileId"], "upload_id": presigned["UploadId"], "part_list": part_list,
             "filetype": filetype, "file_md5": hashlib.md5(data).hexdigest()}
+
+
+# -- pipeline helpers ---------------------------------------------------------------------
+
+
+def outcome(handle, timeout_s=60.0):
+    """The result or the exception, by checking state with timeouts (never a bare get())."""
+    deadline = time.monotonic() + timeout_s
+    while not handle.ready():
+        assert time.monotonic() < deadline, f"no result after {timeout_s} s (state {handle.state})"
+        time.sleep(0.1)
+    try:
+        return handle.get(timeout=10)
+    except Exception as exc:
+        return exc
+
+
+def wait_for_state(pipeline, recording_id, states, timeout_s=30.0, check=lambda r: True):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = pipeline.record(recording_id)
+        if record.get("state") in states and check(record):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"{recording_id} never reached {states}: {pipeline.record(recording_id)}")

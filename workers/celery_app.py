@@ -30,8 +30,10 @@ ROUTES = {
     "plaud.submit": {"queue": API},
     "plaud.deliver": {"queue": API},
     "plaud.reconcile": {"queue": API},
+    "plaud.webhook": {"queue": API},
 }
-TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile"]
+TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
+                "tasks.notify"]
 
 
 def make_app(settings: PipelineSettings | None = None) -> Celery:

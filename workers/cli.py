@@ -9,6 +9,8 @@ import click
 
 from plaud.sandbox.cli import make_audio, sandbox
 
+from . import results_cli
+
 SAMPLES_PACKAGE = "plaud.sandbox"
 
 
@@ -19,6 +21,8 @@ def main() -> None:
     \b
     Examples:
       plaud-workers demo                 # the whole pipeline on the bundled samples, against the sandbox
+      plaud-workers transcribe a.mp3 --wait --format srt   # enqueue, watch, print subtitles
+      plaud-workers status               # recent recordings by state
       plaud-workers worker               # a worker (reads REDIS_URL and PLAUD_* from the environment)
       plaud-workers sandbox --port 8765  # a local Plaud-compatible API to develop and test against
     """
@@ -27,7 +31,7 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Start a worker (arguments go to ``celery worker``).
+    """Start a worker; further arguments go to celery worker.
 
     \b
     Examples:
@@ -128,5 +132,7 @@ def wait_for(handle, timeout_s: float):
 
 main.add_command(sandbox)
 main.add_command(make_audio)
+for command in (results_cli.transcribe, results_cli.status, results_cli.result, results_cli.retry):
+    main.add_command(command)
 if __name__ == "__main__":
     main()

@@ -8,39 +8,10 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
-import soundfile
 
 from plaud.sandbox.testaudio import make_recording
-
-
-def outcome(handle, timeout_s=60.0):
-    """The result or the exception, by checking state with timeouts (never a bare get())."""
-    deadline = time.monotonic() + timeout_s
-    while not handle.ready():
-        assert time.monotonic() < deadline, f"no result after {timeout_s} s (state {handle.state})"
-        time.sleep(0.1)
-    try:
-        return handle.get(timeout=10)
-    except Exception as exc:
-        return exc
-
-
-@pytest.fixture(scope="module")
-def good_files(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("good")
-    files = []
-    for i in range(12):
-        text = f"Recording number {i} says hello to the pipeline."
-        path = make_recording(str(directory / f"good-{i}.mp3"), 3.0 + i % 4, speakers=1 + i % 2, seed=i,
-                              text=text).path
-        files.append((path, text))
-    wav = directory / "speech.wav"
-    t = np.arange(16000 * 3) / 16000
-    soundfile.write(str(wav), (0.3 * np.sin(2 * np.pi * 180 * t)).astype("float32"), 16000)
-    files.append((str(wav), None))
-    return files
+from tests.helpers import outcome, wait_for_state
 
 
 def md5(path):
@@ -134,16 +105,6 @@ def test_plaud_failure_is_reported(pipeline, configure, good_files):
     configure(fault_task_failure=1.0)
     failure = outcome(pipeline.send(source=good_files[3][0], recording_id=f"fails-{time.time_ns()}"))
     assert isinstance(failure, Exception) and "Plaud reported FAILURE" in str(failure)
-
-
-def wait_for_state(pipeline, recording_id, states, timeout_s=30.0, check=lambda r: True):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = pipeline.record(recording_id)
-        if record.get("state") in states and check(record):
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"{recording_id} never reached {states}: {pipeline.record(recording_id)}")
 
 
 def test_worker_killed_during_upload_and_during_polling(pipeline, configure, tmp_path):

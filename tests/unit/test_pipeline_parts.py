@@ -197,3 +197,11 @@ def test_tasks_that_re_enqueue_themselves_have_no_celery_retry_limit():
     assert [t.max_retries for t in (upload, submit, poll, follow)] == [None, None, None, None]
     assert {t.name for t in (upload, submit, poll, follow)} == {"plaud.upload", "plaud.submit", "plaud.poll",
                                                                  "plaud.follow"}
+
+
+def test_webhooks_need_a_secret_and_callbacks_a_queue_of_their_own():
+    with pytest.raises(InvalidRequest, match="no PLAUD_WEBHOOK_SECRET"):
+        validate({"source": "/a.mp3", "webhook_url": "https://h/hook"}, webhooks_on=False)
+    with pytest.raises(InvalidRequest, match="must not be a queue these workers consume"):
+        validate({"source": "/a.mp3", "callback_task": "x.y", "callback_queue": "celery"})
+    assert validate({"source": "/a.mp3", "callback_task": "billing.on_transcript"})["callback_task"]

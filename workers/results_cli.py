@@ -1,0 +1,223 @@
+"""``plaud-workers transcribe | status | result | retry``: enqueue recordings, watch them, read results.
+
+Exit codes (for scripts): 0 success; 1 a recording failed (or cannot be retried); 2 bad usage;
+3 timed out waiting, or the recording is still running; 4 no such recording; 5 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+import redis
+
+from plaud.exports import FORMATS, export
+
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNKNOWN, EXIT_NO_REDIS = 1, 3, 4, 5
+REFRESH_S = 0.5
+
+
+class Exit(click.ClickException):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _store():
+    from tasks.runtime import runtime
+
+    rt = runtime()
+    try:
+        rt.redis.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise Exit(f"cannot reach Redis at {rt.settings.redis_url} ({type(exc).__name__}); set REDIS_URL",
+                   EXIT_NO_REDIS) from None
+    return rt
+
+
+def _params(language: str | None, model: str | None, diarize: bool, embeddings: bool,
+            decode_silence: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if language or model:
+        params["transcribe"] = {k: v for k, v in (("language", language), ("model", model)) if v}
+    if diarize or embeddings:
+        params["diarization"] = {"enabled": True, "return_embedding": embeddings}
+    if decode_silence:
+        params["vad"] = {"decode_silence": True}
+    return params
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--recording-id", help="Your id for the recording (one SOURCE only).")
+@click.option("--language", help="'auto' (default) or a BCP-47 code such as en, ja.")
+@click.option("--model", help="Plaud model, e.g. plaud-fast-whisper (default).")
+@click.option("--diarize", is_flag=True, help="Label speakers (Speaker 1..n).")
+@click.option("--embeddings", is_flag=True, help="Also return one voice embedding per speaker (implies --diarize).")
+@click.option("--decode-silence", is_flag=True, help="Let silent stretches yield (empty) segments.")
+@click.option("--webhook-url", help="POST the signed result there when done.")
+@click.option("--wait", is_flag=True, help="Show live progress until every recording ends; exit 1 if any failed.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="With --wait: write or print results in this format.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="With --format: write <recording_id>.<format> here.")
+@click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="With --wait: give up after this long.")
+def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str | None, model: str | None,
+               diarize: bool, embeddings: bool, decode_silence: bool, webhook_url: str | None, wait: bool,
+               fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
+    """Enqueue recordings by the public task name; optionally wait and export.
+
+    SOURCE is a local path readable by the workers, or an http(s) URL.
+
+    \b
+    Examples:
+      plaud-workers transcribe call.mp3                       # prints the recording and task ids
+      plaud-workers transcribe a.mp3 b.wav --wait --diarize   # live progress, then a summary
+      plaud-workers transcribe https://host/x.mp3 --wait --format srt --output-dir subs/
+    """
+    from workers.handle import transcribe as enqueue
+
+    if recording_id and len(sources) > 1:
+        raise click.UsageError("--recording-id names one recording; give one SOURCE with it")
+    if (fmt or output_dir) and not wait:
+        raise click.UsageError("--format and --output-dir need --wait")
+    rt = _store()
+    params = _params(language, model, diarize, embeddings, decode_silence)
+    handles = []
+    for source in sources:
+        is_url = source.lower().startswith(("http://", "https://"))
+        kwargs: dict[str, Any] = {"params": params} if params else {}
+        if webhook_url:
+            kwargs["webhook_url"] = webhook_url
+        handle = enqueue(source if is_url else os.path.abspath(source), recording_id=recording_id, **kwargs)
+        handles.append((source, handle))
+    if not wait:
+        for source, handle in handles:
+            click.echo(f"{handle.recording_id}\t{handle.task_id}\t{source}")
+        return
+    _wait_and_report(rt, handles, fmt, output_dir, timeout_s)
+
+
+def _wait_and_report(rt: Any, handles: list, fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
+    from workers.progress import ProgressView, Row
+
+    rows = [Row(handle.recording_id, os.path.basename(source.split("?")[0]) or source) for source, handle in handles]
+    view = ProgressView(rows, sys.stdout, live=sys.stdout.isatty())
+    records: dict[str, Any] = {}
+
+    def fetch(recording_id: str) -> dict[str, Any] | None:
+        record = rt.store.get(recording_id)
+        records[recording_id] = record
+        return None if record is None else {**record.public(), "failure": record.get("failure")}
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view.update(fetch)
+        if view.finished or time.monotonic() > deadline:
+            break
+        time.sleep(REFRESH_S)
+
+    succeeded = [r for r in rows if r.state == "SUCCEEDED"]
+    failed = [r for r in rows if r.state == "FAILED"]
+    waiting = [r for r in rows if r.state not in ("SUCCEEDED", "FAILED")]
+    click.echo(f"\n{len(succeeded)} succeeded, {len(failed)} failed" +
+               (f", {len(waiting)} still running after {timeout_s:g} s" if waiting else ""))
+    for row in failed:
+        click.echo(f"  FAILED {row.label} ({row.recording_id}): {row.detail}")
+    if fmt:
+        for row in succeeded:
+            text = export(records[row.recording_id].get("result"), fmt)
+            if output_dir:
+                os.makedirs(output_dir, exist_ok=True)
+                path = os.path.join(output_dir, f"{row.recording_id}.{fmt}")
+                with open(path, "w", encoding="utf-8") as out:
+                    out.write(text)
+                click.echo(f"  wrote {path}")
+            else:
+                click.echo(f"\n== {row.label} ({row.recording_id}) ==\n{text}", nl=False)
+    if failed:
+        sys.exit(EXIT_FAILED)
+    if waiting:
+        sys.exit(EXIT_TIMEOUT)
+
+
+@click.command()
+@click.argument("recording_ids", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Without IDs: how many recent recordings.")
+def status(recording_ids: tuple[str, ...], as_json: bool, limit: int) -> None:
+    """Show recordings: the given ones in full, or a table of the most recent by state.
+
+    \b
+    Examples:
+      plaud-workers status                 # recent recordings and counts by state
+      plaud-workers status call-8812 --json
+    """
+    rt = _store()
+    if recording_ids:
+        found = []
+        for recording_id in recording_ids:
+            record = rt.store.get(recording_id)
+            if record is None:
+                raise Exit(f"no recording {recording_id} (unknown, or its record expired)", EXIT_UNKNOWN)
+            found.append({**record.public(), "failure": record.get("failure")})
+        if as_json:
+            click.echo(json.dumps(found if len(found) > 1 else found[0], indent=2, default=str))
+            return
+        for data in found:
+            click.echo(f"{data['recording_id']}: {data['state']}")
+            for key in sorted(k for k in data if k not in ("recording_id", "state")):
+                click.echo(f"  {key}: {data[key]}")
+        return
+    rows = [r for r in (rt.store.get(i) for i in rt.store.recent(limit)) if r is not None]
+    if as_json:
+        click.echo(json.dumps([{**r.public(), "failure": r.get("failure")} for r in rows], indent=2, default=str))
+        return
+    counts: dict[str, int] = {}
+    now = time.time()
+    for record in rows:
+        counts[record.state.value] = counts.get(record.state.value, 0) + 1
+        note = (record.get("failure") or {}).get("reason") or record.get("source_shown") or ""
+        click.echo(f"{record.recording_id:<40} {record.state.value:<10} {_age(now - record.number('updated_at', now)):>6}"
+                   f"  {note}"[:160])
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no recordings yet")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@click.command()
+@click.argument("recording_id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="json", show_default=True)
+def result(recording_id: str, fmt: str) -> None:
+    """Print a recording's transcript (exit 1 if it failed, 3 if it is still running)."""
+    rt = _store()
+    record = rt.store.get(recording_id)
+    if record is None:
+        raise Exit(f"no recording {recording_id} (unknown, or its record expired)", EXIT_UNKNOWN)
+    if record.state.value == "FAILED":
+        failure = record.get("failure") or {}
+        raise Exit(f"recording {recording_id} FAILED at {failure.get('stage')}: {failure.get('reason')}", EXIT_FAILED)
+    if record.state.value != "SUCCEEDED":
+        raise Exit(f"recording {recording_id} is still {record.state.value}", EXIT_TIMEOUT)
+    click.echo(export(record.get("result"), fmt), nl=False)
+
+
+@click.command()
+@click.argument("recording_id")
+def retry(recording_id: str) -> None:
+    """Re-drive a FAILED recording from the stage that failed (upload, submit or poll)."""
+    from tasks.reconcile import NotRetryable, retry_failed
+
+    rt = _store()
+    try:
+        task_id, stage = retry_failed(rt, recording_id)
+    except NotRetryable as exc:
+        raise Exit(str(exc), EXIT_FAILED) from None
+    click.echo(f"{recording_id}: re-driven from {stage}; task {task_id}")
