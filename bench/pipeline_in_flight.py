@@ -34,6 +34,11 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -44,6 +49,7 @@ def main() -> None:
     parser.add_argument("--recordings", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--processing-s", type=float, default=600.0)
+    parser.add_argument("--malloc-arena-max", default="", help="MALLOC_ARENA_MAX for the worker ('' = glibc default)")
     args = parser.parse_args()
 
     from celery import Celery
@@ -56,18 +62,23 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-inflight-")
     sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="in flight").path
     server = RedisServer().start()
-    peaks = {"worker": 0, "redis": 0}
+    peaks = {"worker": 0, "main": 0, "redis": 0}
     stop = threading.Event()
     try:
         with SandboxProcess("--processing-base-s", str(args.processing_s), "--processing-rtf", "0",
                             "--token-rate-limit", "") as sb:
             env = {"PLAUD_BASE_URL": sb.base_url, "REDIS_URL": server.url,
                    "PLAUD_EXPECTED_BASE_S": str(args.processing_s), "PLAUD_EXPECTED_RTF": "0"}
+            if args.malloc_arena_max:
+                env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
             worker = WorkerProcess(env, concurrency=args.concurrency, name="inflight").start()
+            time.sleep(2)
+            idle_kib = tree_rss_kib(worker.proc.pid)
 
             def sample_rss() -> None:
                 while not stop.is_set():
                     peaks["worker"] = max(peaks["worker"], tree_rss_kib(worker.proc.pid))
+                    peaks["main"] = max(peaks["main"], rss_kib(worker.proc.pid))
                     peaks["redis"] = max(peaks["redis"], tree_rss_kib(server.proc.pid))
                     time.sleep(0.5)
 
@@ -105,8 +116,10 @@ def main() -> None:
     finally:
         server.cleanup()
     print(f"{args.recordings} recordings in flight (sandbox processing {args.processing_s:.0f} s), one worker "
-          f"(prefork, concurrency {args.concurrency})")
+          f"(prefork, concurrency {args.concurrency}, MALLOC_ARENA_MAX={args.malloc_arena_max or 'default'})")
     print(f"  enqueued in {enqueued_s:.1f} s; every recording probed twice after {all_processing_s:.0f} s")
+    print(f"  worker RSS: idle {idle_kib / 1024:.0f} MiB, peak {peaks['worker'] / 1024:.0f} MiB (main + "
+          f"{args.concurrency} children), main process peak {peaks['main'] / 1024:.0f} MiB")
     print(f"  peak RSS: worker {peaks['worker'] / 1024:.0f} MiB (main + children), "
           f"redis-server {peaks['redis'] / 1024:.0f} MiB (used_memory_peak {redis_memory['used_memory_peak_human']})")
     print(f"  poll lateness: p50 {percentile(late, 0.5):.2f} s, p99 {percentile(late, 0.99):.2f} s, "

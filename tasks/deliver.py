@@ -41,5 +41,5 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
     previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
     rt.redis.hdel(rt.store.key(recording_id), "transcript")
     if previous is not None and not previous.is_terminal:
-        announce(rt, recording_id, "recording.succeeded")
+        announce(rt, recording_id, "recording.succeeded", record)
     return result

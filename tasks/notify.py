@@ -90,11 +90,12 @@ def event_for(record: Record, event_type: str) -> dict[str, Any]:
     return event
 
 
-def announce(rt: Runtime, recording_id: str, event_type: str) -> None:
+def announce(rt: Runtime, recording_id: str, event_type: str, record: Record | None = None) -> None:
     """After a recording ends: queue its webhook and send its callback, if it asked for them."""
-    record = rt.store.get(recording_id)
-    if record is None:
-        return
+    record = record or rt.store.get(recording_id)
+    if record is None or not (record.get("webhook_url") or record.get("callback_task")):
+        return  # nobody to tell: no extra Redis work on the hot path
+    record = rt.store.get(recording_id) or record  # the final state, with result or failure
     event = event_for(record, event_type)
     rt.store.update(recording_id, {"event_id": event["event_id"]})
     if record.get("webhook_url"):

@@ -54,6 +54,7 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_default_queue=API,
         task_routes=ROUTES,
         worker_prefetch_multiplier=1,
+        worker_max_memory_per_child=settings.worker_max_memory_mib * 1024,  # KiB
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
