@@ -14,6 +14,9 @@ from .runtime import Runtime, runtime
 from .stage import STAGE_TASK_OPTIONS, lease, load, on_error
 
 NAME = "plaud.upload"
+# When the duration cannot be read (a URL streamed straight through), estimate it from the size
+# at a typical speech bitrate: a guess within 2x beats assuming a 5-second job.
+ASSUMED_BITRATE_KBPS = 48
 
 
 def has_usable_download_url(record: Record, now: float) -> bool:
@@ -38,10 +41,12 @@ def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None
     result = rt.client.upload(record.get("source"), user_id=record.get("user_id"),
                               progress=UploadProgress.from_dict(saved) if saved else None, on_checkpoint=checkpoint)
     transcoded = result.transcoded
+    duration_s = result.duration_s or result.filesize * 8 / (ASSUMED_BITRATE_KBPS * 1000)
     rt.store.transition(recording_id, RecordingState.UPLOADED, {
         "file_id": result.file_id, "download_url": result.download_url,
         "download_url_expires_at": time.time() + rt.settings.download_url_ttl_s, "file_md5": result.file_md5,
-        "filesize": result.filesize, "filetype": result.filetype, "audio_duration_s": result.duration_s,
+        "filesize": result.filesize, "filetype": result.filetype, "audio_duration_s": round(duration_s, 3),
+        "audio_duration_estimated": 0 if result.duration_s else 1,
         "upload_restarts": result.restarts,
         "transcoded": None if transcoded is None else {"via": transcoded.via, "original_bytes": transcoded.original_bytes,
                                                        "bytes": transcoded.bytes, "bytes_saved": transcoded.bytes_saved},

@@ -45,3 +45,16 @@ def test_submit_never_creates_a_second_plaud_task(rt, api, speech_mp3):
     submit(rid)  # a redelivered message
     assert rt.store.get(rid).get("transcription_id") == first
     assert api.stats()["transcriptions_created"] == 1
+
+
+def test_a_streamed_url_gets_its_duration_estimated_from_its_size(rt, file_server, speech_mp3):
+    directory, origin = file_server
+    data = open(speech_mp3.path, "rb").read()
+    (directory / "stream.mp3").write_bytes(data)
+    rid = f"estimate-{time.time_ns()}"
+    rt.store.create(rid, {"source": f"{origin}/stream.mp3", "user_id": "plaud-workers", "params": {},
+                          "poll_token": "t"}, due_at=time.time() + 60)
+    submit(rid)  # no DownloadUrl yet: uploads first, streaming the URL through
+    record = rt.store.get(rid)
+    assert record.get("audio_duration_estimated") == "1"
+    assert record.number("audio_duration_s") == pytest.approx(len(data) * 8 / 48000, abs=0.01)
