@@ -21,15 +21,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, password: str | None = None) -> None:
         self.extra_args = list(extra_args)
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.dir = ""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         binary = shutil.which("redis-server")
@@ -49,7 +51,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start; see {self.dir}/redis.log")
 
     def _wait_ready(self, timeout_s: float = 10.0) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
