@@ -1,11 +1,11 @@
 # The two set-up commands of the README. Each installs what a fresh Debian machine lacks
-# (redis-server, python3-venv) and the project into .venv on first use.
+# (redis-server, python3-venv, and chromium for the tests) and the project into .venv on first use.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench system-packages clean
+.PHONY: demo test bench system-packages test-packages clean
 
 system-packages:
 	@missing=""; \
@@ -25,7 +25,11 @@ $(BIN)/plaud-workers: pyproject.toml
 demo: system-packages $(BIN)/plaud-workers
 	$(BIN)/plaud-workers demo
 
-test: system-packages $(BIN)/plaud-workers
+test-packages:
+	@command -v chromium >/dev/null || { echo "installing Debian package: chromium (the Flower browser test)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: system-packages test-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/plaud-workers
@@ -35,6 +39,7 @@ bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.pipeline_throughput --recordings 500 --concurrency 8
 	$(BIN)/python -m bench.polling_cost
 	$(BIN)/python -m bench.pipeline_in_flight --recordings 10000
+	$(BIN)/python -m bench.pipeline_scaling --recordings 60 --latency-ms 100
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -43,6 +43,7 @@ class PipelineSettings:
     # Pool children are replaced after a task that leaves them above this (Celery's
     # worker_max_memory_per_child); they plateau near 200 MiB under 10,000 recordings in flight.
     worker_max_memory_mib: int = 512
+    sentinel_master: str = ""  # with sentinel:// broker/backend URLs: the master's name
     webhook_max_age_s: int = 3600
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 10.0
@@ -86,6 +87,9 @@ class PipelineSettings:
             if not text:
                 continue
             kind = type(default.default)
+            if kind is str:
+                values[name] = text
+                continue
             try:
                 number = kind(text)
             except ValueError:

@@ -39,6 +39,7 @@ TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll"
 def make_app(settings: PipelineSettings | None = None) -> Celery:
     settings = settings or PipelineSettings.from_env()
     app = Celery("plaud-workers", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
+    sentinel = {"master_name": settings.sentinel_master} if settings.sentinel_master else {}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -47,7 +48,8 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Above every countdown and every stage, or Redis hands the same task out twice.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **sentinel},
+        result_backend_transport_options=sentinel,
         broker_connection_retry_on_startup=True,
         result_expires=settings.result_ttl_s,
         task_queues=[Queue(name) for name in QUEUES],

@@ -205,3 +205,16 @@ def test_webhooks_need_a_secret_and_callbacks_a_queue_of_their_own():
     with pytest.raises(InvalidRequest, match="must not be a queue these workers consume"):
         validate({"source": "/a.mp3", "callback_task": "x.y", "callback_queue": "celery"})
     assert validate({"source": "/a.mp3", "callback_task": "billing.on_transcript"})["callback_task"]
+
+
+def test_the_app_settings_that_matter():
+    from workers.celery_app import make_app
+
+    app = make_app(PipelineSettings.from_env({"PLAUD_SENTINEL_MASTER": "mymaster"}))
+    conf = app.conf
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options == {"visibility_timeout": 14400, "master_name": "mymaster"}
+    assert conf.result_backend_transport_options == {"master_name": "mymaster"}
+    assert conf.result_expires == 7 * 86400 and conf.worker_send_task_events
+    assert {q.name for q in conf.task_queues} == {"celery", "plaud.api", "plaud.uploads", "plaud.polls"}
