@@ -133,3 +133,16 @@ def wait_for_state(pipeline, recording_id, states, timeout_s=30.0, check=lambda 
             return record
         time.sleep(0.05)
     raise AssertionError(f"{recording_id} never reached {states}: {pipeline.record(recording_id)}")
+
+
+def wait_http_ok(url: str, timeout_s: float = 30.0, explain=lambda: "") -> None:
+    """Until ``url`` answers 200 (a server still starting refuses connections)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer: {explain()}"
+        time.sleep(0.3)

@@ -70,6 +70,8 @@ def demo(timeout_s: float) -> None:
     from celery import Celery
 
     from plaud.sandbox import SandboxSettings, SandboxThread, worker_environment
+    from tasks.errors import RecordingFailed
+    from workers.handle import wait_result
     from workers.local_stack import WorkerProcess, find_or_start_redis
 
     samples = sorted(str(p) for p in importlib.resources.files(SAMPLES_PACKAGE).joinpath("samples").iterdir()
@@ -96,7 +98,10 @@ def demo(timeout_s: float) -> None:
                     for path in samples}
                 for path, handle in handles.items():
                     name = os.path.basename(path)
-                    outcome = wait_for(handle, timeout_s)
+                    try:
+                        outcome = wait_result(handle, timeout_s)
+                    except (RecordingFailed, TimeoutError) as exc:
+                        outcome = exc
                     if isinstance(outcome, Exception):
                         failed += 1
                         click.echo(f"\n{name}: FAILED ({outcome})")
@@ -113,21 +118,6 @@ def demo(timeout_s: float) -> None:
         if private_redis is not None:
             private_redis.cleanup()
     sys.exit(1 if failed else 0)
-
-
-def wait_for(handle, timeout_s: float):
-    """The task's result, or the exception it ended with; waits by checking state, never a bare get()."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if handle.ready():
-            try:
-                return handle.get(timeout=5, propagate=True)
-            except Exception as exc:  # the failure is the outcome to show
-                return exc
-        time.sleep(0.2)
-    return TimeoutError(f"no result after {timeout_s} s (state {handle.state})")
 
 
 main.add_command(sandbox)

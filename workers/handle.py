@@ -39,18 +39,23 @@ class RecordingHandle:
 
     def result(self, timeout_s: float) -> dict[str, Any]:
         """Wait at most ``timeout_s``: the transcript, or RecordingFailed; TimeoutError when still running."""
-        async_result = self.app.AsyncResult(self.task_id)
-        deadline = time.monotonic() + timeout_s
-        while not async_result.ready():  # state checks, never an unbounded get()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"recording {self.recording_id} still {self.status()['state']} after {timeout_s} s")
-            time.sleep(POLL_INTERVAL_S)
-        try:
-            return async_result.get(timeout=10)
-        except RecordingFailed:
-            raise
-        except Exception as exc:  # a failure stored by a worker comes back as a rebuilt exception class
-            raise RecordingFailed(str(exc)) from None
+        return wait_result(self.app.AsyncResult(self.task_id), timeout_s)
+
+
+def wait_result(async_result: Any, timeout_s: float) -> dict[str, Any]:
+    """A task's result by checking its state with timeouts: never an unbounded ``get()``, which can
+    miss a result published between its GET and its SUBSCRIBE. Raises RecordingFailed or TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while not async_result.ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result after {timeout_s} s (state {async_result.state})")
+        time.sleep(POLL_INTERVAL_S)
+    try:
+        return async_result.get(timeout=10)
+    except RecordingFailed:
+        raise
+    except Exception as exc:  # a failure stored by a worker comes back as a rebuilt exception class
+        raise RecordingFailed(str(exc)) from None
 
 
 def transcribe(source: str, *, recording_id: str | None = None, app: Celery | None = None,

@@ -19,7 +19,7 @@ import yaml
 from celery import Celery
 
 from plaud.sandbox import SandboxProcess
-from tests.helpers import outcome
+from tests.helpers import outcome, wait_http_ok
 from workers.local_redis import RedisServer, free_port
 from workers.local_stack import WorkerProcess
 
@@ -121,15 +121,7 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
         assert outcome(handle, timeout_s=90)["text"] == text
 
         flower_url = f"http://127.0.0.1:{flower_port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{flower_url}/healthcheck", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, open(tmp_path / "flower.log").read()[-2000:]
-            time.sleep(0.3)
+        wait_http_ok(f"{flower_url}/healthcheck", explain=lambda: open(tmp_path / "flower.log").read()[-2000:])
         assert requests.get(f"{flower_url}/api/workers", timeout=10).status_code == 401
         user, secret = dotenv_values["FLOWER_BASIC_AUTH"].split(":", 1)
         assert requests.get(f"{flower_url}/api/workers", auth=(user, secret), timeout=10).status_code == 200

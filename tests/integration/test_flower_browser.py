@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import outcome
+from tests.helpers import outcome, wait_http_ok
 from workers.local_redis import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,15 +40,7 @@ def flower(pipeline, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "flower"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/healthcheck", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, open(tmp_path / "flower.log").read()[-2000:]
-        time.sleep(0.3)
+    wait_http_ok(f"{url}/healthcheck", explain=lambda: open(tmp_path / "flower.log").read()[-2000:])
     time.sleep(2)  # Flower subscribes to worker events after it starts serving
     yield url
     proc.terminate()

@@ -176,3 +176,24 @@ def test_task_events_show_no_source_signature(pipeline, good_files, file_server)
     assert received, "no task-received event seen"
     shown = received[0]["kwargs"]
     assert "signed.mp3" in shown and "topsecretsig" not in shown and "abc123" not in shown
+
+
+def test_the_python_helper(pipeline, good_files, monkeypatch, tmp_path):
+    from tasks.errors import RecordingFailed
+    from tasks.runtime import reset_runtime
+    from workers.handle import transcribe
+
+    for name, value in pipeline.env.items():
+        monkeypatch.setenv(name, value)
+    reset_runtime()
+    try:
+        path, text = good_files[6]
+        handle = transcribe(path, app=pipeline.client, metadata={"via": "helper"})
+        assert handle.result(timeout_s=60)["metadata"] == {"via": "helper"}
+        assert handle.status()["state"] == "SUCCEEDED"
+        failing = transcribe(str(tmp_path / "nope.mp3"), app=pipeline.client)
+        with pytest.raises(RecordingFailed, match="no such file"):
+            failing.result(timeout_s=60)
+        assert failing.status()["state"] == "FAILED"
+    finally:
+        reset_runtime()
