@@ -17,12 +17,9 @@ import sys
 import tempfile
 import time
 
+from .proc import status_kib
+
 MIB = 1024 * 1024
-
-
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
 def child(path: str, base_url: str, parallel: int) -> None:
@@ -33,11 +30,11 @@ def child(path: str, base_url: str, parallel: int) -> None:
 
     client = PlaudClient(dataclasses.replace(PlaudConfig.sandbox(base_url), parallel_parts=parallel))
     client.tokens.user_token(client.config.user_id)  # warm: imports, connections, tokens
-    idle = rss_kib("VmRSS")
+    idle = status_kib("self", "VmRSS")
     started = time.monotonic()
     result = client.upload(path)
     elapsed = time.monotonic() - started
-    print(json.dumps({"idle_kib": idle, "peak_kib": rss_kib("VmHWM"), "seconds": elapsed,
+    print(json.dumps({"idle_kib": idle, "peak_kib": status_kib("self", "VmHWM"), "seconds": elapsed,
                       "md5": result.file_md5, "parts": result.parts_sent}))
 
 

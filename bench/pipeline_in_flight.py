@@ -14,29 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 
 import redis as redis_lib
 
-
-def tree_rss_kib(pid: int) -> int:
-    pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as status:
-                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-        except (FileNotFoundError, StopIteration):
-            pass
-    return total
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+from .proc import status_kib, tree_rss_kib
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -78,7 +62,7 @@ def main() -> None:
             def sample_rss() -> None:
                 while not stop.is_set():
                     peaks["worker"] = max(peaks["worker"], tree_rss_kib(worker.proc.pid))
-                    peaks["main"] = max(peaks["main"], rss_kib(worker.proc.pid))
+                    peaks["main"] = max(peaks["main"], status_kib(worker.proc.pid))
                     peaks["redis"] = max(peaks["redis"], tree_rss_kib(server.proc.pid))
                     time.sleep(0.5)
 

@@ -18,16 +18,10 @@ import requests
 
 from plaud.sandbox import SandboxProcess, admin
 
+from .proc import status_kib
+
 SLICE_BYTES = 256 * 1024
 MIB = 1024 * 1024
-
-
-def proc_status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def part_bytes(part_number: int, size: int):
@@ -48,7 +42,7 @@ def main() -> None:
     size = args.size_mib * MIB
 
     with SandboxProcess("--token-rate-limit", "") as sb:
-        idle_kib = proc_status_kib(sb.pid, "VmRSS")
+        idle_kib = status_kib(sb.pid, "VmRSS")
         http = requests.Session()
         partner = http.post(f"{sb.base_url}/oauth/partner/access-token",
                             auth=("sandbox-client-id", "sandbox-secret-key"), timeout=30).json()["access_token"]
@@ -80,7 +74,7 @@ def main() -> None:
                                "part_list": part_list, "filetype": "mp3", "file_md5": whole.hexdigest()})
         done.raise_for_status()
         total_s = time.monotonic() - started
-        peak_kib = proc_status_kib(sb.pid, "VmHWM")
+        peak_kib = status_kib(sb.pid, "VmHWM")
         stats = admin(sb.origin, "stats")
 
     assert done.json()["FileMd5"] == whole.hexdigest()

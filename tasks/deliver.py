@@ -39,7 +39,7 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
         return record.get("result")  # delivered already: same answer again
     result = build_result(record)
     previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
-    rt.redis.hdel(rt.store.key(recording_id), "transcript")
+    rt.store.clear(recording_id, "transcript")
     if previous is not None and not previous.is_terminal:
         announce(rt, recording_id, "recording.succeeded", record)
     return result

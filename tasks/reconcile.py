@@ -87,10 +87,9 @@ def retry_failed(rt: Runtime, recording_id: str) -> tuple[str, str]:
         start, state, cleared = "poll", RecordingState.SUBMITTED, ["poll_attempts"]
     task_id = str(uuid.uuid4())
     token = uuid.uuid4().hex[:12]
-    rt.redis.hdel(rt.store.key(recording_id), "failure", *cleared)
+    rt.store.clear(recording_id, "failure", *cleared)
     rt.store.transition(recording_id, state, {"task_id": task_id, "poll_token": token, "next_poll_at": time.time()},
                         due_at=time.time() + rt.settings.reconcile_grace_s, reopen=True)
-    rt.redis.persist(rt.store.key(recording_id))  # live again: no expiry until it ends
     rt.store.increment(recording_id, "retried")
     pipeline(recording_id, token, task_id=task_id, start=start).apply_async()
     log.info("recording %s re-driven from %s as task %s", recording_id, start, task_id)

@@ -144,6 +144,11 @@ class RecordStore:
         flat = self._encode(recording_id, {**values, "updated_at": time.time()})
         self.redis.hset(self.key(recording_id), mapping=dict(zip(flat[::2], flat[1::2])))
 
+    def clear(self, recording_id: str, *names: str) -> None:
+        """Remove fields (spent progress, a transcript copied into the result, an old failure)."""
+        if names:
+            self.redis.hdel(self.key(recording_id), *names)
+
     def increment(self, recording_id: str, name: str) -> int:
         return int(self.redis.hincrby(self.key(recording_id), name, 1))
 
@@ -164,6 +169,8 @@ class RecordStore:
         previous_state = RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
         if state.is_terminal and (not previous_state.is_terminal or reopen):
             self.redis.expire(self.key(recording_id), self.ttl_s)
+        elif reopen and previous_state.is_terminal:
+            self.redis.persist(self.key(recording_id))  # live again: no expiry until it ends
         return previous_state
 
     def set_due(self, recording_id: str, due_at: float) -> None:

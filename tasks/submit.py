@@ -25,7 +25,7 @@ def submit(self, recording_id: str) -> None:
         with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
             if not has_usable_download_url(record, time.time()):
                 # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again.
-                run_upload(rt, recording_id)
+                run_upload(rt, record)
                 record = load(rt, recording_id, "submit")
             attempt = rt.store.increment(recording_id, "submit_requests")
             if attempt > 1:

@@ -23,10 +23,9 @@ def has_usable_download_url(record: Record, now: float) -> bool:
     return bool(record.get("download_url")) and record.number("download_url_expires_at") > now
 
 
-def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None:
+def run_upload(rt: Runtime, record: Record) -> None:
     """Upload (or resume uploading) one recording and record where Plaud stored it."""
-    record = rt.store.get(recording_id)
-    assert record is not None
+    recording_id = record.recording_id
     grace = rt.settings.reconcile_grace_s
     rt.store.transition(recording_id, RecordingState.UPLOADING, due_at=time.time() + grace)
     saved = record.get("upload_progress")
@@ -35,8 +34,7 @@ def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None
         rt.store.update(recording_id, {"upload_progress": progress.to_dict(), "bytes_sent": progress.bytes_done,
                                        "bytes_total": progress.filesize})
         rt.store.set_due(recording_id, time.time() + grace)
-        if renew_lease:
-            rt.store.renew_lease(recording_id, rt.settings.lease_ttl_s)
+        rt.store.renew_lease(recording_id, rt.settings.lease_ttl_s)
 
     result = rt.client.upload(record.get("source"), user_id=record.get("user_id"),
                               progress=UploadProgress.from_dict(saved) if saved else None, on_checkpoint=checkpoint)
@@ -51,7 +49,7 @@ def run_upload(rt: Runtime, recording_id: str, renew_lease: bool = True) -> None
         "transcoded": None if transcoded is None else {"via": transcoded.via, "original_bytes": transcoded.original_bytes,
                                                        "bytes": transcoded.bytes, "bytes_saved": transcoded.bytes_saved},
     }, due_at=time.time() + grace)
-    rt.redis.hdel(rt.store.key(recording_id), "upload_progress")
+    rt.store.clear(recording_id, "upload_progress")
 
 
 @shared_task(name=NAME, **STAGE_TASK_OPTIONS)
@@ -62,7 +60,7 @@ def upload(self, recording_id: str) -> None:
         return  # done already (a redelivered or reconciled message)
     try:
         with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
-            run_upload(rt, recording_id)
+            run_upload(rt, record)
     except Retry:
         raise
     except Exception as exc:
