@@ -23,6 +23,10 @@ def submit(self, recording_id: str) -> None:
         return  # never a second Plaud task for one recording
     try:
         with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
+            # Read again under the lease: another run may have submitted while we waited for it.
+            record = load(rt, recording_id, "submit")
+            if record.get("transcription_id"):
+                return
             if not has_usable_download_url(record, time.time()):
                 # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again.
                 run_upload(rt, record)

@@ -23,6 +23,10 @@ def has_usable_download_url(record: Record, now: float) -> bool:
     return bool(record.get("download_url")) and record.number("download_url_expires_at") > now
 
 
+def uploaded(record: Record) -> bool:
+    return bool(record.get("transcription_id")) or has_usable_download_url(record, time.time())
+
+
 def run_upload(rt: Runtime, record: Record) -> None:
     """Upload (or resume uploading) one recording and record where Plaud stored it."""
     recording_id = record.recording_id
@@ -56,11 +60,14 @@ def run_upload(rt: Runtime, record: Record) -> None:
 def upload(self, recording_id: str) -> None:
     rt = runtime()
     record = load(rt, recording_id, "upload")
-    if record.get("transcription_id") or has_usable_download_url(record, time.time()):
+    if uploaded(record):
         return  # done already (a redelivered or reconciled message)
     try:
         with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
-            run_upload(rt, record)
+            # Read again under the lease: another run may have finished while we waited for it.
+            record = load(rt, recording_id, "upload")
+            if not uploaded(record):
+                run_upload(rt, record)
     except Retry:
         raise
     except Exception as exc:
