@@ -126,7 +126,15 @@ def test_worker_killed_during_upload_and_during_polling(pipeline, configure, tmp
         assert isinstance(result, dict), result
         assert result["text"] == f"survivor {i}"
     per_md5 = pipeline_sandbox_stats(pipeline)["transcriptions_per_md5"]
-    assert [per_md5.get(md5(f.path)) for f in files] == [1, 1, 1]
+    records = [{k: v for k, v in pipeline.record(f"{run}-{i}").items()
+                if k in ("submit_requests", "reconciled", "possible_duplicate_submit", "upload_restarts",
+                         "at_SUBMITTED", "reconciled_at", "poll_token")} for i in range(3)]
+    # Exactly one each, except where a kill landed while a submit was on the wire: Plaud offers no
+    # idempotency key, so that window cannot be closed, only flagged on the record (at most 2).
+    # The check-then-lease race is covered deterministically in test_pipeline_stages.
+    counts = [per_md5.get(md5(f.path)) for f in files]
+    for count, record in zip(counts, records):
+        assert count == 1 or (record.get("possible_duplicate_submit") == "1" and count == 2), (counts, records)
     assert any(int(pipeline.record(f"{run}-{i}").get("reconciled", 0)) > 0 for i in range(3))
 
 
