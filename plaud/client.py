@@ -23,7 +23,7 @@ from . import retry
 from .auth import MemoryTokenStore, RedisTokenStore, TokenProvider
 from .config import PlaudConfig
 from .errors import BadRequest, BudgetSpent
-from .ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from .ratelimit import POLL, SUBMIT, Limiter, Load, MemoryLimiter, RedisLimiter
 from .redact import register_secrets
 from .sealing import Sealer
 from .sources import Source, prepare_source
@@ -126,12 +126,16 @@ class PlaudClient:
 
     # -- transcriptions --------------------------------------------------------------------
 
-    def submit(self, file_url: str, params: dict[str, Any] | None = None) -> str:
-        """Create a transcription task; returns its transcription_id."""
+    def submit(self, file_url: str, params: dict[str, Any] | None = None, *, waiter: str | None = None) -> str:
+        """Create a transcription task; returns its transcription_id.
+
+        ``waiter`` names the caller in the budget's queue (a recording id), so that a caller that
+        was refused keeps its place when it asks again.
+        """
         body = {"file_url": file_url, "params": merge_params(params)}
 
         def post() -> dict[str, Any]:
-            self._take_budget()
+            self._take_budget(waiter, SUBMIT)
             return self.transport.request("POST", self._url("/open/partner/ai/transcriptions/"),
                                           headers=self._api_headers(), json=body).json()
 
@@ -143,7 +147,7 @@ class PlaudClient:
 
     def get(self, transcription_id: str) -> TranscriptionState:
         def fetch() -> Any:
-            self._take_budget()
+            self._take_budget(transcription_id, POLL)
             return self.transport.request("GET", self._url(f"/open/partner/ai/transcriptions/{transcription_id}"),
                                           headers=self._api_headers()).json()
 
@@ -152,12 +156,16 @@ class PlaudClient:
     def _api_headers(self) -> dict[str, str]:
         return {"X-Client-Id": self.config.client_id, "X-Client-Api-Key": self.config.api_key}
 
-    def _take_budget(self) -> None:
-        """Spend one fleet-wide Transcription API slot; wait briefly or raise RateLimited."""
+    def budget_load(self) -> Load | None:
+        """How busy the fleet-wide Transcription API budget is; None when there is no limit."""
+        return self.limiter.load() if self.limiter is not None else None
+
+    def _take_budget(self, waiter: str | None, kind: str) -> None:
+        """Spend one fleet-wide Transcription API slot; wait briefly or raise BudgetSpent."""
         if self.limiter is None:
             return
         give_up = time.monotonic() + self.limiter_wait_max_s
-        while (wait_s := self.limiter.try_acquire()) > 0:
+        while (wait_s := self.limiter.try_acquire(waiter, kind)) > 0:
             if time.monotonic() + wait_s > give_up:
                 raise BudgetSpent(f"the fleet-wide budget of {self.limiter.rate} transcription requests is spent",
                                   retry_after_s=wait_s)

@@ -4,6 +4,18 @@ A sliding-window log in one Redis sorted set, updated by a Lua script that reads
 clock, so workers with skewed clocks still share one exact window: at most ``limit`` requests in
 any ``period_s``. ``try_acquire`` never blocks: it returns how long to wait, so a Celery task can
 re-enqueue itself with that countdown instead of sleeping in a worker slot.
+
+Two classes of request share the window, and submits come first: every submit is billable work
+that cannot start until it gets a slot, while a poll that waits only delays noticing a finished
+job. Whoever is refused joins a queue of its class (a second sorted set, first refusal first), and
+a slot goes to the head of the queue: submits ahead of polls, except that polls always keep
+``1 - submit_share`` of the window, so a flood of submits cannot starve them either. The answer
+to a refused caller is when *its* turn comes, not when the next slot frees, so a hundred waiting
+tasks do not all come back at once.
+
+The window is ``safety_s`` longer than the rate's period: a request takes a slot here a moment
+before it reaches Plaud, and that moment varies; without the margin two requests a period apart
+here could land inside one period there.
 """
 
 from __future__ import annotations
@@ -11,55 +23,125 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .rates import Rate, SlidingWindow
 
-# KEYS[1] = window key; ARGV = limit, period in microseconds, unique member.
-# Returns 0 when a slot was taken, else microseconds until one frees up.
-_SLIDING_WINDOW = """
+SUBMIT = "submit"
+POLL = "poll"
+SAFETY_S = 1.0
+DEFAULT_SUBMIT_SHARE = 0.5
+
+# KEYS = window, submit queue, poll queue.
+# ARGV = limit, period us, slot member, waiter id, class, submit share, waiter ttl us.
+# Returns 0 when a slot was taken, else microseconds until this caller's turn.
+_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
+local waiter = ARGV[4]
+local is_submit = ARGV[5] == 'submit'
+local own_queue = is_submit and KEYS[2] or KEYS[3]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
-if redis.call('ZCARD', KEYS[1]) < limit then
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[7]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
+local used = redis.call('ZCARD', KEYS[1])
+local ahead = redis.call('ZRANK', own_queue, waiter) or redis.call('ZCARD', own_queue)
+if not is_submit then
+  -- Slots held back for waiting submits, but never more than their share of the window.
+  local reserve = math.min(redis.call('ZCARD', KEYS[2]), math.floor(limit * tonumber(ARGV[6])))
+  ahead = ahead + reserve
+end
+if used + ahead < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.ceil(period / 1000))
+  redis.call('ZREM', own_queue, waiter)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(tonumber(oldest[2]) + period - now, 1)
+redis.call('ZADD', own_queue, 'NX', now, waiter)
+redis.call('PEXPIRE', own_queue, math.ceil(tonumber(ARGV[7]) / 1000))
+-- This caller's turn: when the (used + ahead - limit)-th slot of the window frees, a period
+-- later for every full window of callers ahead of it.
+local index = used + ahead - limit
+local rounds = math.floor(index / math.max(used, 1))
+local slot = redis.call('ZRANGE', KEYS[1], index % math.max(used, 1), index % math.max(used, 1), 'WITHSCORES')
+local frees_at = slot[2] and tonumber(slot[2]) + period or now + period
+return math.max(frees_at - now + rounds * period, 1000)
 """
+
+# KEYS = window, submit queue, poll queue; ARGV = period us. Returns used, submits, polls waiting.
+_LOAD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """How much of the window is taken, and who is queuing for the rest."""
+
+    limit: int
+    used: int
+    submits_waiting: int = 0
+    polls_waiting: int = 0
+
+    @property
+    def slack(self) -> float:
+        """The share of the window nobody is using or waiting for: 1.0 idle, 0.0 (or less) saturated."""
+        return max(1.0 - (self.used + self.submits_waiting + self.polls_waiting) / self.limit, 0.0)
 
 
 class Limiter(Protocol):
     rate: Rate
 
-    def try_acquire(self) -> float:
+    def try_acquire(self, waiter: str | None = None, kind: str = SUBMIT) -> float:
         """Take one request slot: 0.0 when taken, else seconds to wait before asking again."""
+
+    def load(self) -> Load:
+        """The window's state now, for callers that plan requests ahead."""
 
 
 class RedisLimiter:
-    def __init__(self, redis: Any, rate: Rate, *, key: str) -> None:
+    def __init__(self, redis: Any, rate: Rate, *, key: str, safety_s: float = SAFETY_S,
+                 submit_share: float = DEFAULT_SUBMIT_SHARE) -> None:
         self.rate = rate
-        self.key = key
-        self._script = redis.register_script(_SLIDING_WINDOW)
+        self.keys = [key, f"{key}:waiting:{SUBMIT}", f"{key}:waiting:{POLL}"]
+        self.period_us = int((rate.period_s + safety_s) * 1_000_000)
+        self.submit_share = submit_share
+        # A waiter that never came back (its task died) leaves the queue after this long.
+        self.waiter_ttl_us = 2 * self.period_us + 30_000_000
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._load = redis.register_script(_LOAD)
 
-    def try_acquire(self) -> float:
-        wait_us = self._script(keys=[self.key], args=[self.rate.limit, int(self.rate.period_s * 1_000_000),
-                                                      uuid.uuid4().hex])
+    def try_acquire(self, waiter: str | None = None, kind: str = SUBMIT) -> float:
+        if kind not in (SUBMIT, POLL):
+            raise ValueError(f"kind must be {SUBMIT!r} or {POLL!r}, got {kind!r}")
+        wait_us = self._acquire(keys=self.keys, args=[self.rate.limit, self.period_us, uuid.uuid4().hex,
+                                                      waiter or uuid.uuid4().hex, kind, self.submit_share,
+                                                      self.waiter_ttl_us])
         return int(wait_us) / 1_000_000
+
+    def load(self) -> Load:
+        used, submits, polls = self._load(keys=self.keys, args=[self.period_us])
+        return Load(self.rate.limit, int(used), int(submits), int(polls))
 
 
 class MemoryLimiter:
-    """The same window for one process."""
+    """The same window for one process, first come first served (no queues: one process has none)."""
 
     def __init__(self, rate: Rate) -> None:
         self.rate = rate
         self._window = SlidingWindow(rate)
         self._lock = threading.Lock()
 
-    def try_acquire(self) -> float:
+    def try_acquire(self, waiter: str | None = None, kind: str = SUBMIT) -> float:
         with self._lock:
             return self._window.acquire(time.monotonic())
+
+    def load(self) -> Load:
+        with self._lock:
+            return Load(self.rate.limit, self._window.count(time.monotonic()))

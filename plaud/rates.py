@@ -35,11 +35,15 @@ class SlidingWindow:
         self.rate = rate
         self._hits: collections.deque[float] = collections.deque()
 
-    def acquire(self, now: float) -> float:
-        """Count a hit at ``now``: 0.0 when allowed, else seconds until one would be."""
+    def count(self, now: float) -> int:
+        """Hits inside the window ending at ``now``."""
         while self._hits and self._hits[0] <= now - self.rate.period_s:
             self._hits.popleft()
-        if len(self._hits) < self.rate.limit:
+        return len(self._hits)
+
+    def acquire(self, now: float) -> float:
+        """Count a hit at ``now``: 0.0 when allowed, else seconds until one would be."""
+        if self.count(now) < self.rate.limit:
             self._hits.append(now)
             return 0.0
         return max(self._hits[0] + self.rate.period_s - now, 0.001)

@@ -18,10 +18,13 @@ from plaud.transcriptions import TranscriptionStatus
 
 from .records import RecordingState
 from .runtime import runtime
+from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .stage import STAGE_TASK_OPTIONS, fail, load, on_error
 
 NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
+# The on-time poll lands up to guard + jitter after the expected finish; a little more for queueing.
+ON_TIME_WINDOW_S = ON_TIME_GUARD_S + JITTER_MAX_S + 2.0
 
 
 @shared_task(name=NAME, **STAGE_TASK_OPTIONS)
@@ -43,6 +46,7 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
         raise fail(rt, recording_id, "poll", f"timed out: Plaud had not finished after "
                                              f"{rt.settings.poll_deadline_s} s (last status "
                                              f"{record.get('plaud_status', 'unknown')})")
+    expected_s = record.number("expected_s") or rt.timing.expected_s(record.number("audio_duration_s") or None)
     try:
         state = rt.client.get(record.get("transcription_id"))
     except Retry:
@@ -50,6 +54,9 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     except Exception as exc:
         raise on_error(self, rt, recording_id, "poll", exc) from None
     polls = rt.store.increment(recording_id, "polls")
+    verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
+    if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
+        rt.timing.learn(record.number("audio_duration_s") or None, hit=verdict)
     if state.status is TranscriptionStatus.SUCCESS:
         rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
                                        "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
@@ -58,9 +65,24 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
         raise fail(rt, recording_id, "poll", f"Plaud reported {state.raw_status}: "
                                              f"{state.message or 'no reason given'}")
     waited = time.time() - submitted_at
-    delay = rt.schedule.next_delay_s(waited, record.number("audio_duration_s") or None)
+    delay = rt.schedule.next_delay_s(waited, expected_s, rt.budget_slack())
     next_at = time.time() + delay
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
         "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
     raise self.retry(countdown=min(delay, rt.settings.poll_countdown_cap_s), max_retries=None)
+
+
+def timing_verdict(status: TranscriptionStatus, asked_after_s: float, answered_after_s: float,
+                   expected_s: float) -> bool | None:
+    """What one poll teaches the timing model: True done in time, False late, None nothing.
+
+    The times are seconds after submit at which the request left and its answer came back.
+    Still running when asked at or after the expected time is a miss, however late the poll.
+    Done is a hit only if the answer came on time: a poll that was held up says nothing of when.
+    """
+    if status is TranscriptionStatus.SUCCESS:
+        return True if answered_after_s <= expected_s + ON_TIME_WINDOW_S else None
+    if status.is_failure:
+        return None
+    return False if asked_after_s >= expected_s else None

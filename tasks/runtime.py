@@ -13,6 +13,7 @@ from plaud.config import PlaudConfig
 from .records import RecordStore
 from .schedule import PollSchedule
 from .settings import PipelineSettings
+from .timing import TimingModel
 
 
 @dataclass
@@ -23,6 +24,12 @@ class Runtime:
     client: PlaudClient
     store: RecordStore
     schedule: PollSchedule
+    timing: TimingModel
+
+    def budget_slack(self) -> float:
+        """The share of the fleet's Transcription API budget nobody uses or waits for (1.0: no limit)."""
+        load = self.client.budget_load()
+        return 1.0 if load is None else load.slack
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,9 +40,9 @@ def runtime() -> Runtime:
                                       health_check_interval=30)
     client = PlaudClient(config, redis=connection)
     return Runtime(settings, config, connection, client, RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
-                   PollSchedule(base_s=settings.expected_base_s, rtf=settings.expected_rtf,
-                                min_interval_s=settings.poll_min_interval_s,
-                                max_interval_s=settings.poll_max_interval_s))
+                   PollSchedule(min_interval_s=settings.poll_min_interval_s, max_interval_s=settings.poll_max_interval_s,
+                                fixed_interval_s=settings.poll_fixed_interval_s),
+                   TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf))
 
 
 def reset_runtime() -> None:

@@ -1,10 +1,17 @@
 """When to ask Plaud next: a small pure function, with the randomness passed in.
 
-The expected processing time comes from the audio duration (base + real-time factor × audio).
-Before it, probes at 60 % and 85 % of it catch a job that runs faster than estimated, and one
-lands just after it.  After it, the interval is 5 % of the time already waited (2 s
-to 2 min), so the detection delay stays a small fraction of the processing time, and a job that
-runs long costs a few more polls, not hundreds.
+Every poll that finds "not done yet" spends a slot of the fleet's Transcription API budget that a
+submit could have used, so the schedule aims one request at each recording's expected finish
+(``tasks.timing``: learned by the fleet) and adds early probes only when the budget has slack:
+
+- slack >= 50 %: probes at 60 % and 85 % of the expected time catch a job that runs faster than
+  estimated;
+- slack >= 25 %: the 85 % probe only;
+- less: none; the budget goes to submits and on-time polls.
+
+One request lands just after the expected finish. After it, the interval is a fraction of the time
+already waited (5 % with slack, up to 20 % without; 2 s to 2 min), so a job that runs long costs a
+few more polls, not hundreds, and the detection delay stays a small share of the processing time.
 
 This decides when the next *request* is made. The poll task re-enqueues itself in hops no
 longer than the countdown cap (well below the broker's visibility timeout); a hop that arrives
@@ -16,36 +23,45 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-PROBES = (0.6, 0.85, 1.0)
-OVERDUE_FRACTION = 0.05
+EARLY_PROBES = ((0.5, (0.6, 0.85)), (0.25, (0.85,)))  # (least slack, probes as fractions of expected)
+OVERDUE_FRACTION = (0.05, 0.2)  # of the time waited: with full slack, with none
 JITTER_FRACTION = 0.05
 JITTER_MAX_S = 3.0  # a few seconds spread a batch; more would only delay detection
+ON_TIME_GUARD_S = JITTER_MAX_S  # the on-time poll lands this long after the expected finish
 
 
 @dataclass(frozen=True)
 class PollSchedule:
-    base_s: float = 5.0
-    rtf: float = 0.1
     min_interval_s: float = 2.0
     max_interval_s: float = 120.0
+    fixed_interval_s: float = 0.0  # > 0: poll on a fixed clock, as most clients do (for comparison)
 
-    def expected_s(self, audio_duration_s: float | None) -> float:
-        return self.base_s + self.rtf * (audio_duration_s or 0.0)
+    def probes(self, slack: float) -> tuple[float, ...]:
+        for least_slack, fractions in EARLY_PROBES:
+            if slack >= least_slack:
+                return fractions + (1.0,)
+        return (1.0,)
 
-    def first_delay_s(self, audio_duration_s: float | None, rng: random.Random | None = None) -> float:
-        return self.next_delay_s(0.0, audio_duration_s, rng)
-
-    def next_delay_s(self, waited_s: float, audio_duration_s: float | None,
+    def next_delay_s(self, waited_s: float, expected_s: float, slack: float = 1.0,
                      rng: random.Random | None = None) -> float:
         """Seconds from now to the next request, ``waited_s`` after submit."""
-        expected = self.expected_s(audio_duration_s)
-        for fraction in PROBES:
-            # The last probe lands just after the expected finish, never before it by jitter.
-            target = fraction * expected + (JITTER_MAX_S if fraction == 1.0 else 0.0)
+        if self.fixed_interval_s > 0:
+            return self.fixed_interval_s
+        for fraction in self.probes(slack):
+            # The on-time poll lands just after the expected finish, never before it by jitter.
+            target = fraction * expected_s + (ON_TIME_GUARD_S if fraction == 1.0 else 0.0)
             if target - waited_s >= self.min_interval_s:
                 return jitter(target - waited_s, rng)
-        interval = min(max(OVERDUE_FRACTION * max(waited_s, expected), self.min_interval_s), self.max_interval_s)
+        fraction = overdue_fraction(slack)
+        interval = min(max(fraction * max(waited_s, expected_s), self.min_interval_s), self.max_interval_s)
         return jitter(interval, rng)
+
+
+def overdue_fraction(slack: float) -> float:
+    """5 % of the time waited with half the budget or more to spare, rising to 20 % with none."""
+    with_slack, without = OVERDUE_FRACTION
+    pressure = 1.0 - min(max(slack, 0.0) / 0.5, 1.0)
+    return with_slack + (without - with_slack) * pressure
 
 
 def jitter(delay_s: float, rng: random.Random | None = None) -> float:

@@ -32,8 +32,10 @@ class PipelineSettings:
     poll_countdown_cap_s: int = 300  # the longest single countdown, kept far below the visibility timeout
     poll_max_interval_s: float = 120.0
     poll_min_interval_s: float = 2.0
+    # The prior of the processing-time model the fleet learns (tasks.timing).
     expected_base_s: float = 5.0
     expected_rtf: float = 0.1
+    poll_fixed_interval_s: float = 0.0  # > 0 polls on a fixed clock instead: for comparisons only
     download_url_ttl_s: int = 23 * 3600  # Plaud says ~24 h; keep an hour in hand
     reconcile_every_s: int = 60
     reconcile_grace_s: int = 300
@@ -94,7 +96,7 @@ class PipelineSettings:
                 number = kind(text)
             except ValueError:
                 raise ConfigError(f"{var} must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
-            if number < 0 or (number == 0 and name not in ("expected_rtf", "expected_base_s")):
+            if number < 0 or (number == 0 and name not in ("expected_rtf", "expected_base_s", "poll_fixed_interval_s")):
                 raise ConfigError(f"{var} must be above 0, got {text!r}")
             values[name] = number
         return cls(**values)  # type: ignore[arg-type]

@@ -35,11 +35,13 @@ def submit(self, recording_id: str) -> None:
             if attempt > 1:
                 # An earlier request may have reached Plaud without us learning its id.
                 rt.store.update(recording_id, {"possible_duplicate_submit": 1})
-            transcription_id = rt.client.submit(record.get("download_url"), record.get("params"))
+            transcription_id = rt.client.submit(record.get("download_url"), record.get("params"), waiter=recording_id)
             now = time.time()
-            first_poll = now + rt.schedule.first_delay_s(record.number("audio_duration_s") or None)
+            expected_s = rt.timing.expected_s(record.number("audio_duration_s") or None)
+            first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
             rt.store.transition(recording_id, RecordingState.SUBMITTED, {
                 "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
+                "expected_s": round(expected_s, 3),
             }, due_at=first_poll + rt.settings.reconcile_grace_s)
     except Retry:
         raise

@@ -189,14 +189,15 @@ class SubmitTranscriptionHandler(JsonHandler):
 
     def post(self) -> None:
         client_id = self.api_key_client()
-        self.limit(self.ctx.tx_limiter, client_id, "transcription API")
+        self.limit_tx(client_id)
         body = self.json_body()
         file_url = body.get("file_url")
         if not isinstance(file_url, str) or urlsplit(file_url).scheme not in ("http", "https") \
                 or not urlsplit(file_url).netloc:
             raise ApiError(400, "PARAMS_INVALID", "file_url must be an http(s) URL of the audio file")
         params = validate_params(body.get("params"))
-        tx = self.state.create_transcription(client_id, file_url, params, self.ctx.faults.task_fails(), time.time())
+        tx = self.state.create_transcription(client_id, file_url, params, self.ctx.faults.task_fails(), time.time(),
+                                             self.ctx.faults.speed_factor())
         asyncio.get_running_loop().create_task(media.prepare_transcription(self.ctx, tx, self._own_file(file_url)))
         self.write_json({"transcription_id": tx.transcription_id, "status": "PENDING", "data": {}})
 
@@ -213,7 +214,7 @@ class GetTranscriptionHandler(JsonHandler):
 
     def get(self, transcription_id: str) -> None:
         client_id = self.api_key_client()
-        self.limit(self.ctx.tx_limiter, client_id, "transcription API")
+        self.limit_tx(client_id)
         tx = self.state.transcriptions.get(transcription_id)
         if tx is None or tx.client_id != client_id:
             raise ApiError(404, "TRANSCRIPTION_NOT_FOUND", f"no transcription {transcription_id!r}")

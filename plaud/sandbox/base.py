@@ -187,6 +187,11 @@ class JsonHandler(BaseHandler):
             raise ApiError(401, "API_KEY_INVALID", "X-Client-Id or X-Client-Api-Key is wrong")
         return client_id
 
+    def limit_tx(self, client_id: str) -> None:
+        """The Transcription API's budget; every request that reaches it counts in the stats' peak."""
+        self.state.stats.tx_request_arrived(time.monotonic())
+        self.limit(self.ctx.tx_limiter, client_id, "transcription API")
+
     def limit(self, limiter: KeyedLimiter, key: str, what: str) -> None:
         wait_s = limiter.acquire(key, time.monotonic())
         if wait_s is not None:

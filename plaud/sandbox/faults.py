@@ -45,6 +45,7 @@ class FaultInjector:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self._rng = random.Random(settings.fault_seed)
+        self._speed_rng = random.Random(f"speed:{settings.fault_seed}")  # its own stream: faults stay put
 
     def decide(self) -> Fault:
         s = self.settings
@@ -60,6 +61,11 @@ class FaultInjector:
         if draws[3] < s.fault_429_bare:
             return Fault("429_bare", latency_s, status=429)
         return Fault("none", latency_s)
+
+    def speed_factor(self) -> float:
+        """How much longer (or shorter) than base + rtf x audio the next transcription takes."""
+        jitter = self.settings.processing_jitter
+        return self._speed_rng.uniform(1.0 - jitter, 1.0 + jitter) if jitter else 1.0
 
     def task_fails(self) -> bool:
         return self._rng.random() < self.settings.fault_task_failure

@@ -52,6 +52,8 @@ class SandboxSettings:
     processing_base_s: float = _opt("Fixed part of a transcription's processing time.", default=3.0)
     processing_rtf: float = _opt("Real-time factor: processing seconds added per second of audio.",
                                  default=0.05)
+    processing_jitter: float = _opt("Each transcription's processing time is scaled by a factor drawn "
+                                    "uniformly from 1 +/- this (seeded by fault_seed).", default=0.0)
 
     token_rate_limit: str = _opt("Partner-token requests allowed per client_id ('' for none).", default="10/m")
     tx_rate_limit: str = _opt("Transcription API requests (submit + get) per client_id ('' for none).",
@@ -74,6 +76,8 @@ class SandboxSettings:
                      "user_token_default_ttl_s", "user_token_max_ttl_s", "presign_ttl_s", "download_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.processing_jitter < 1.0:
+            raise SettingsError(f"processing_jitter must be at least 0 and below 1, got {self.processing_jitter}")
         for name in ("processing_base_s", "processing_rtf", "fault_latency_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)}")

@@ -67,6 +67,7 @@ class Transcription:
     params: dict[str, Any]
     created_at: float
     forced_failure: bool
+    speed_factor: float = 1.0
     md5_hex: str | None = None
     analysis: Analysis | None = None
     error: str | None = None
@@ -79,7 +80,7 @@ class Transcription:
             return self._response(Status.FAILURE, message=self.error)
         if self.analysis is None or self.error is not None:
             return self._response(_in_progress(elapsed / base_s if base_s else 0.99))
-        processing_s = base_s + rtf * self.analysis.duration_s
+        processing_s = (base_s + rtf * self.analysis.duration_s) * self.speed_factor
         if elapsed < processing_s:
             return self._response(_in_progress(elapsed / processing_s))
         if self.forced_failure:
@@ -119,6 +120,9 @@ class Stats:
         self.bytes_stored = 0
         self.concurrent_part_uploads = 0
         self.peak_concurrent_part_uploads = 0
+        # Transcription API requests as they arrive (any outcome), for the most seen in one window.
+        self._tx_arrivals: collections.deque[float] = collections.deque()
+        self.peak_tx_requests_per_minute = 0
 
     def count_request(self, endpoint: str, status: int | str) -> None:
         self.requests[endpoint][str(status)] += 1
@@ -126,6 +130,12 @@ class Stats:
     def part_upload_started(self) -> None:
         self.concurrent_part_uploads += 1
         self.peak_concurrent_part_uploads = max(self.peak_concurrent_part_uploads, self.concurrent_part_uploads)
+
+    def tx_request_arrived(self, now: float) -> None:
+        self._tx_arrivals.append(now)
+        while self._tx_arrivals[0] <= now - 60.0:
+            self._tx_arrivals.popleft()
+        self.peak_tx_requests_per_minute = max(self.peak_tx_requests_per_minute, len(self._tx_arrivals))
 
     def part_upload_ended(self) -> None:
         self.concurrent_part_uploads -= 1
@@ -144,6 +154,7 @@ class Stats:
             "bytes_stored": self.bytes_stored,
             "concurrent_part_uploads": self.concurrent_part_uploads,
             "peak_concurrent_part_uploads": self.peak_concurrent_part_uploads,
+            "peak_tx_requests_per_minute": self.peak_tx_requests_per_minute,
         }
 
 
@@ -214,9 +225,10 @@ class SandboxState:
     # -- transcriptions ----------------------------------------------------------------
 
     def create_transcription(self, client_id: str, file_url: str, params: dict[str, Any],
-                             forced_failure: bool, now: float) -> Transcription:
+                             forced_failure: bool, now: float, speed_factor: float = 1.0) -> Transcription:
         tx = Transcription(transcription_id=f"task_exec_{secrets.token_hex(12)}", client_id=client_id,
-                           file_url=file_url, params=params, created_at=now, forced_failure=forced_failure)
+                           file_url=file_url, params=params, created_at=now, forced_failure=forced_failure,
+                           speed_factor=speed_factor)
         self.transcriptions[tx.transcription_id] = tx
         self.stats.transcriptions_created += 1
         return tx

@@ -17,7 +17,7 @@ from plaud.client import merge_params
 from plaud.config import PlaudConfig
 from plaud.errors import AuthError, ConfigError, UnsupportedAudio
 from plaud.rates import Rate
-from plaud.ratelimit import MemoryLimiter, RedisLimiter
+from plaud.ratelimit import POLL, SAFETY_S, SUBMIT, MemoryLimiter, RedisLimiter
 from plaud.redact import RedactingFilter, redact, register_secrets
 from plaud.sealing import Sealer
 from plaud.transcode import sniff, to_mp3
@@ -200,7 +200,7 @@ def test_with_user_token_retries_a_401_once_with_a_fresh_token():
 
 
 @pytest.mark.parametrize("make", [lambda r: MemoryLimiter(r),
-                                  lambda r: RedisLimiter(fakeredis.FakeRedis(), r, key="plaud:ratelimit:t")])
+                                  lambda r: RedisLimiter(fakeredis.FakeRedis(), r, key="plaud:ratelimit:t", safety_s=0)])
 def test_limiter_allows_the_budget_then_says_how_long_to_wait(make):
     limiter = make(Rate(3, 60))
     assert [limiter.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -214,6 +214,37 @@ def test_redis_limiter_is_shared_by_instances():
     b = RedisLimiter(fakeredis.FakeRedis(server=server), Rate(2, 60), key="k")
     assert (a.try_acquire(), b.try_acquire()) == (0.0, 0.0)
     assert a.try_acquire() > 0 and b.try_acquire() > 0
+
+
+def test_refused_callers_queue_submits_first_and_each_hears_its_own_turn():
+    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 60), key="k", safety_s=0)
+    for i in range(4):
+        assert limiter.try_acquire(f"p{i}", POLL) == 0.0
+        time.sleep(0.02)  # slots far enough apart to tell which one a wait points at
+    first_submit = limiter.try_acquire("s1", SUBMIT)
+    second_submit = limiter.try_acquire("s2", SUBMIT)
+    a_poll = limiter.try_acquire("p5", POLL)
+    assert 0 < first_submit < second_submit < a_poll <= 60  # slots 1, 2 and 3 of the window
+    assert limiter.try_acquire("s2", SUBMIT) == pytest.approx(second_submit, abs=0.05)  # keeps its place
+    load = limiter.load()
+    assert (load.used, load.submits_waiting, load.polls_waiting, load.slack) == (4, 2, 1, 0.0)
+
+
+def test_polls_cannot_take_the_slots_held_for_waiting_submits():
+    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 1), key="k", safety_s=0.2)
+    assert [limiter.try_acquire(f"p{i}", POLL) for i in range(4)] == [0.0] * 4
+    assert limiter.try_acquire("s1", SUBMIT) > 0 and limiter.try_acquire("s2", SUBMIT) > 0
+    time.sleep(1.3)  # the window empties; two submits still wait
+    assert limiter.try_acquire("p5", POLL) == 0.0 and limiter.try_acquire("p6", POLL) == 0.0
+    assert limiter.try_acquire("p7", POLL) > 0  # the other half of the window is the submits'
+    assert limiter.try_acquire("s1", SUBMIT) == 0.0 and limiter.try_acquire("s2", SUBMIT) == 0.0
+    assert limiter.load().used == 4
+
+
+def test_the_window_is_longer_than_the_rate_by_a_safety_margin():
+    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(1, 60), key="k")
+    assert limiter.try_acquire() == 0.0
+    assert 60.5 < limiter.try_acquire() <= 60 + SAFETY_S
 
 
 # -- transcription results ---------------------------------------------------------------------

@@ -13,43 +13,59 @@ from plaud.sealing import Sealer
 from tasks import reconcile
 from tasks.errors import InvalidRequest
 from tasks.records import DUE_INDEX, RecordingState, RecordStore
-from tasks.schedule import PollSchedule
+from tasks.schedule import PollSchedule, overdue_fraction
 from tasks.settings import PipelineSettings
+from tasks.timing import TimingModel
 from tasks.transcribe import shown_source, validate
 
 # -- schedule ----------------------------------------------------------------------------------
 
 
 def test_probes_before_the_expected_finish_then_one_just_after():
-    schedule = PollSchedule(base_s=5, rtf=0.1, min_interval_s=2, max_interval_s=120)
+    schedule = PollSchedule(min_interval_s=2, max_interval_s=120)
     rng = random.Random(0)
-    expected = schedule.expected_s(600)  # 65 s
-    assert expected == 65
-    assert 0.6 * 65 - 2 <= schedule.first_delay_s(600, rng) <= 0.6 * 65 + 2
-    assert 0.85 * 65 - 40 - 2 <= schedule.next_delay_s(40, 600, rng) <= 0.85 * 65 - 40 + 2
-    after = [60 + schedule.next_delay_s(60, 600, rng) for _ in range(200)]
+    assert 0.6 * 65 - 2 <= schedule.next_delay_s(0, 65, rng=rng) <= 0.6 * 65 + 2
+    assert 0.85 * 65 - 40 - 2 <= schedule.next_delay_s(40, 65, rng=rng) <= 0.85 * 65 - 40 + 2
+    after = [60 + schedule.next_delay_s(60, 65, rng=rng) for _ in range(200)]
     assert all(65 <= t <= 71 for t in after)  # never before the expected finish
 
 
-def test_overdue_interval_is_a_twentieth_of_the_wait_within_bounds():
-    schedule = PollSchedule(base_s=5, rtf=0.1, min_interval_s=2, max_interval_s=120)
+def test_without_slack_the_first_request_is_the_on_time_one():
+    schedule = PollSchedule(min_interval_s=2, max_interval_s=120)
     rng = random.Random(0)
-    assert 47 <= schedule.next_delay_s(1000, 100, rng) <= 53
-    assert 117 <= schedule.next_delay_s(10_000, 100, rng) <= 123  # capped (plus jitter)
-    assert 1.9 <= schedule.next_delay_s(16, 100, rng) <= 2.1  # floored
+    assert schedule.probes(1.0) == (0.6, 0.85, 1.0)
+    assert schedule.probes(0.3) == (0.85, 1.0)
+    assert schedule.probes(0.1) == (1.0,)
+    firsts = [schedule.next_delay_s(0, 65, slack=0.1, rng=rng) for _ in range(200)]
+    assert all(65 <= t <= 71 for t in firsts)
+
+
+def test_overdue_interval_is_a_twentieth_of_the_wait_within_bounds_and_longer_without_slack():
+    schedule = PollSchedule(min_interval_s=2, max_interval_s=120)
+    rng = random.Random(0)
+    assert 47 <= schedule.next_delay_s(1000, 10, rng=rng) <= 53
+    assert 117 <= schedule.next_delay_s(10_000, 10, rng=rng) <= 123  # capped (plus jitter)
+    assert 1.9 <= schedule.next_delay_s(16, 10, rng=rng) <= 2.1  # floored
+    assert 77 <= schedule.next_delay_s(400, 10, slack=0.0, rng=rng) <= 83  # 20 % with no slack
+    assert overdue_fraction(1.0) == 0.05 and overdue_fraction(0.0) == 0.2 and overdue_fraction(0.25) == 0.125
+
+
+def test_a_fixed_clock_for_comparisons():
+    schedule = PollSchedule(fixed_interval_s=5)
+    assert {schedule.next_delay_s(w, 65) for w in (0, 30, 300)} == {5}
 
 
 def test_polls_per_recording_stay_few_and_detection_delay_small():
-    schedule = PollSchedule(base_s=5, rtf=0.1, min_interval_s=2, max_interval_s=120)
+    schedule = PollSchedule(min_interval_s=2, max_interval_s=120)
     rng = random.Random(1)
-    for audio_s in (50, 3550, 71950):  # expected 10 s, 360 s, 7200 s; the job takes exactly that
-        processing_s = schedule.expected_s(audio_s)
-        t = schedule.first_delay_s(audio_s, rng)
-        polls = 1
-        while t < processing_s:
-            t += schedule.next_delay_s(t, audio_s, rng)
-            polls += 1
-        assert polls <= 4 and t - processing_s <= 6.5
+    for processing_s in (10, 360, 7200):  # the job takes exactly what was expected
+        for slack, most_polls in ((1.0, 4), (0.0, 2)):
+            t = schedule.next_delay_s(0, processing_s, slack, rng)
+            polls = 1
+            while t < processing_s:
+                t += schedule.next_delay_s(t, processing_s, slack, rng)
+                polls += 1
+            assert polls <= most_polls and t - processing_s <= 6.5
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -218,3 +234,52 @@ def test_the_app_settings_that_matter():
     assert conf.result_backend_transport_options == {"master_name": "mymaster"}
     assert conf.result_expires == 7 * 86400 and conf.worker_send_task_events
     assert {q.name for q in conf.task_queues} == {"celery", "plaud.api", "plaud.uploads", "plaud.polls"}
+
+
+# -- the learned timing model --------------------------------------------------------------------
+
+
+def test_timing_model_starts_at_the_prior_and_is_shared_through_redis():
+    server = fakeredis.FakeServer()
+    a = TimingModel(fakeredis.FakeRedis(server=server), prior_base_s=5, prior_rtf=0.1)
+    b = TimingModel(fakeredis.FakeRedis(server=server), prior_base_s=5, prior_rtf=0.1)
+    assert a.expected_s(600) == 65
+    a.learn(600, hit=False)
+    assert b.expected_s(600) > 65 and b.current().misses == 1
+    b.forget()
+    assert a.expected_s(600) == 65
+
+
+@pytest.mark.parametrize("true_base_s,true_rtf", [(3.0, 0.05), (8.0, 0.3)])
+def test_timing_model_learns_where_nine_in_ten_are_done_when_first_polled(true_base_s, true_rtf):
+    model = TimingModel(fakeredis.FakeRedis(), prior_base_s=5, prior_rtf=0.1)
+    rng = random.Random(3)
+
+    def verdicts(n, learn):
+        hits = 0
+        for _ in range(n):
+            audio_s = rng.choice((30, 120, 600, 1800))
+            actual_s = (true_base_s + true_rtf * audio_s) * rng.uniform(0.9, 1.1)
+            hit = actual_s <= model.expected_s(audio_s)
+            hits += hit
+            if learn:
+                model.learn(audio_s, hit)
+        return hits / n
+
+    verdicts(1500, learn=True)
+    assert 0.8 <= verdicts(2000, learn=False) <= 0.97
+    learned = model.current()
+    # Near the truth, on the high side (a 90th percentile of a +/-10 % spread).
+    assert 0.97 * true_rtf <= learned.rtf <= 1.25 * true_rtf
+
+
+def test_timing_verdicts():
+    from plaud.transcriptions import TranscriptionStatus as S
+    from tasks.poll import ON_TIME_WINDOW_S, timing_verdict
+    assert timing_verdict(S.SUCCESS, 60, 61, 65) is True  # an early probe found it done
+    assert timing_verdict(S.SUCCESS, 67, 68, 65) is True  # the on-time poll
+    assert timing_verdict(S.SUCCESS, 90, 91, 65) is None  # held up: says nothing
+    assert timing_verdict(S.PROGRESS, 66, 67, 65) is False  # still running when it should be done
+    assert timing_verdict(S.PROGRESS, 40, 41, 65) is None  # an early probe
+    assert timing_verdict(S.FAILURE, 66, 67, 65) is None
+    assert ON_TIME_WINDOW_S > 6
