@@ -16,6 +16,10 @@ tasks do not all come back at once.
 The window is ``safety_s`` longer than the rate's period: a request takes a slot here a moment
 before it reaches Plaud, and that moment varies; without the margin two requests a period apart
 here could land inside one period there.
+
+Callers that know when they will ask next (a poll's next request) say so with ``plan``: the
+window's ``load`` counts those requests, so "slack" means budget nobody needs in the coming
+period, not just budget unused so far.
 """
 
 from __future__ import annotations
@@ -71,12 +75,16 @@ local frees_at = slot[2] and tonumber(slot[2]) + period or now + period
 return math.max(frees_at - now + rounds * period, 1000)
 """
 
-# KEYS = window, submit queue, poll queue; ARGV = period us. Returns used, submits, polls waiting.
+# KEYS = window, submit queue, poll queue, planned; ARGV = period us.
+# Returns used, submits waiting, polls waiting, requests planned within the next period.
 _LOAD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}
+local period = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', (now - period) / 1000000)
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+        redis.call('ZCOUNT', KEYS[4], now / 1000000, (now + period) / 1000000)}
 """
 
 
@@ -88,11 +96,17 @@ class Load:
     used: int
     submits_waiting: int = 0
     polls_waiting: int = 0
+    planned: int = 0
 
     @property
     def slack(self) -> float:
-        """The share of the window nobody is using or waiting for: 1.0 idle, 0.0 (or less) saturated."""
-        return max(1.0 - (self.used + self.submits_waiting + self.polls_waiting) / self.limit, 0.0)
+        """The share of the budget nobody has used, waits for or plans to use within a period: 1.0 idle, 0.0 spent.
+
+        Any period that holds now holds at most the requests of the past period plus those of the
+        next, so a request that fits both fits every window it falls in.
+        """
+        needed = self.used + self.submits_waiting + self.polls_waiting + self.planned
+        return max(1.0 - needed / self.limit, 0.0)
 
 
 class Limiter(Protocol):
@@ -104,12 +118,19 @@ class Limiter(Protocol):
     def load(self) -> Load:
         """The window's state now, for callers that plan requests ahead."""
 
+    def plan(self, waiter: str, at_s: float) -> None:
+        """``waiter`` will ask for a slot at ``at_s`` (epoch seconds); replaces its earlier plan."""
+
+    def unplan(self, waiter: str) -> None:
+        """``waiter`` will not ask again."""
+
 
 class RedisLimiter:
     def __init__(self, redis: Any, rate: Rate, *, key: str, safety_s: float = SAFETY_S,
                  submit_share: float = DEFAULT_SUBMIT_SHARE) -> None:
         self.rate = rate
-        self.keys = [key, f"{key}:waiting:{SUBMIT}", f"{key}:waiting:{POLL}"]
+        self.redis = redis
+        self.keys = [key, f"{key}:waiting:{SUBMIT}", f"{key}:waiting:{POLL}", f"{key}:planned"]
         self.period_us = int((rate.period_s + safety_s) * 1_000_000)
         self.submit_share = submit_share
         # A waiter that never came back (its task died) leaves the queue after this long.
@@ -120,14 +141,23 @@ class RedisLimiter:
     def try_acquire(self, waiter: str | None = None, kind: str = SUBMIT) -> float:
         if kind not in (SUBMIT, POLL):
             raise ValueError(f"kind must be {SUBMIT!r} or {POLL!r}, got {kind!r}")
-        wait_us = self._acquire(keys=self.keys, args=[self.rate.limit, self.period_us, uuid.uuid4().hex,
+        wait_us = self._acquire(keys=self.keys[:3], args=[self.rate.limit, self.period_us, uuid.uuid4().hex,
                                                       waiter or uuid.uuid4().hex, kind, self.submit_share,
                                                       self.waiter_ttl_us])
         return int(wait_us) / 1_000_000
 
     def load(self) -> Load:
-        used, submits, polls = self._load(keys=self.keys, args=[self.period_us])
-        return Load(self.rate.limit, int(used), int(submits), int(polls))
+        used, submits, polls, planned = self._load(keys=self.keys, args=[self.period_us])
+        return Load(self.rate.limit, int(used), int(submits), int(polls), int(planned))
+
+    def plan(self, waiter: str, at_s: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys[3], {waiter: at_s})
+        pipe.expire(self.keys[3], int(self.waiter_ttl_us / 1_000_000) + 86400)
+        pipe.execute()
+
+    def unplan(self, waiter: str) -> None:
+        self.redis.zrem(self.keys[3], waiter)
 
 
 class MemoryLimiter:
@@ -145,3 +175,9 @@ class MemoryLimiter:
     def load(self) -> Load:
         with self._lock:
             return Load(self.rate.limit, self._window.count(time.monotonic()))
+
+    def plan(self, waiter: str, at_s: float) -> None:
+        pass  # one process plans nothing ahead: its own requests are all it would count
+
+    def unplan(self, waiter: str) -> None:
+        pass

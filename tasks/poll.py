@@ -10,14 +10,15 @@ stops its chain quietly instead of polling twice.
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import Ignore, Retry
 
 from plaud.transcriptions import TranscriptionStatus
 
-from .records import RecordingState
-from .runtime import runtime
+from .records import Record, RecordingState
+from .runtime import Runtime, runtime
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .stage import STAGE_TASK_OPTIONS, fail, load, on_error
 
@@ -25,6 +26,8 @@ NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
 # The on-time poll lands up to guard + jitter after the expected finish; a little more for queueing.
 ON_TIME_WINDOW_S = ON_TIME_GUARD_S + JITTER_MAX_S + 2.0
+REAIM_CHANGE = 0.1  # re-plan a waiting poll when the learned expectation moved by more than this share
+REAIM_MIN_HOP_S = 5.0
 
 
 @shared_task(name=NAME, **STAGE_TASK_OPTIONS)
@@ -36,17 +39,29 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     if poll_token is not None and poll_token != record.get("poll_token"):
         raise Ignore()  # superseded by the reconciler's poll
     now = time.time()
+    submitted_at = record.number("submitted_at", now)
+    waited_s = now - submitted_at
+    audio_s = record.number("audio_duration_s") or None
+    expected_s = record.number("expected_s") or rt.timing.expected_s(audio_s)
     next_poll_at = record.number("next_poll_at")
     if next_poll_at - now > EARLY_TOLERANCE_S:
-        # Not yet time to ask Plaud: wait again, in hops no longer than the countdown cap.
-        raise self.retry(countdown=min(next_poll_at - now, rt.settings.poll_countdown_cap_s), max_retries=None)
+        # Not yet time to ask Plaud. Before the expected finish, aim again: what the fleet has
+        # learned since this was planned may move the on-time poll by a lot (a cold start).
+        if waited_s < expected_s:
+            fresh_s = rt.timing.expected_s(audio_s)
+            if abs(fresh_s - expected_s) > REAIM_CHANGE * expected_s:
+                at = now + rt.schedule.next_delay_s(waited_s, fresh_s, rt.budget_slack())
+                raise wait_until(self, rt, recording_id, record, at, {"expected_s": round(fresh_s, 3)})
+        raise self.retry(countdown=hop_s(rt, next_poll_at - now, waited_s, expected_s), max_retries=None)
     late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
-    submitted_at = record.number("submitted_at", now)
-    if now - submitted_at > rt.settings.poll_deadline_s:
+    if waited_s > rt.settings.poll_deadline_s:
         raise fail(rt, recording_id, "poll", f"timed out: Plaud had not finished after "
                                              f"{rt.settings.poll_deadline_s} s (last status "
                                              f"{record.get('plaud_status', 'unknown')})")
-    expected_s = record.number("expected_s") or rt.timing.expected_s(record.number("audio_duration_s") or None)
+    if not rt.schedule.probe_still_worth_it(waited_s, expected_s, rt.budget_slack()):
+        # The budget got tight since this probe was planned: wait for the on-time poll instead.
+        rt.store.increment(recording_id, "probes_skipped")
+        raise wait_until(self, rt, recording_id, record, now + rt.schedule.next_delay_s(waited_s, expected_s, 0.0))
     try:
         state = rt.client.get(record.get("transcription_id"))
     except Retry:
@@ -56,7 +71,9 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
-        rt.timing.learn(record.number("audio_duration_s") or None, hit=verdict)
+        rt.timing.learn(audio_s, hit=verdict)
+    if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
+        rt.polls_over(record.get("transcription_id"))
     if state.status is TranscriptionStatus.SUCCESS:
         rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
                                        "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
@@ -64,13 +81,37 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     if state.status.is_failure:
         raise fail(rt, recording_id, "poll", f"Plaud reported {state.raw_status}: "
                                              f"{state.message or 'no reason given'}")
-    waited = time.time() - submitted_at
-    delay = rt.schedule.next_delay_s(waited, expected_s, rt.budget_slack())
+    delay = rt.schedule.next_delay_s(time.time() - submitted_at, expected_s, rt.budget_slack())
     next_at = time.time() + delay
+    rt.plan_poll(record.get("transcription_id"), next_at)
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
         "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
-    raise self.retry(countdown=min(delay, rt.settings.poll_countdown_cap_s), max_retries=None)
+    raise self.retry(countdown=hop_s(rt, delay, time.time() - submitted_at, expected_s), max_retries=None)
+
+
+def wait_until(task: Task, rt: Runtime, recording_id: str, record: Record, at: float,
+               fields: dict[str, Any] | None = None) -> Retry:
+    """Move the next request to ``at`` (in the record, the reconciler's due index and the budget's plan)."""
+    now = time.time()
+    rt.store.update(recording_id, {"next_poll_at": at, **(fields or {})})
+    rt.store.set_due(recording_id, at + rt.settings.reconcile_grace_s)
+    rt.plan_poll(record.get("transcription_id"), at)
+    waited_s = now - record.number("submitted_at", now)
+    expected_s = (fields or {}).get("expected_s") or record.number("expected_s")
+    return task.retry(countdown=hop_s(rt, at - now, waited_s, expected_s), max_retries=None)
+
+
+def hop_s(rt: Runtime, remaining_s: float, waited_s: float, expected_s: float) -> float:
+    """How long the task sleeps in the broker before looking again: no request is made on waking early.
+
+    Never past the countdown cap (the broker's visibility timeout is far above it), and before the
+    expected finish at most a third of it, so a re-aim can act on what the fleet learns meanwhile.
+    """
+    hop = min(remaining_s, rt.settings.poll_countdown_cap_s)
+    if waited_s < expected_s:
+        hop = min(hop, max(expected_s / 3, REAIM_MIN_HOP_S))
+    return max(hop, 0.1)
 
 
 def timing_verdict(status: TranscriptionStatus, asked_after_s: float, answered_after_s: float,

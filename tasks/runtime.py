@@ -27,9 +27,18 @@ class Runtime:
     timing: TimingModel
 
     def budget_slack(self) -> float:
-        """The share of the fleet's Transcription API budget nobody uses or waits for (1.0: no limit)."""
+        """The share of the fleet's Transcription API budget nobody needs this period (1.0: no limit)."""
         load = self.client.budget_load()
         return 1.0 if load is None else load.slack
+
+    def plan_poll(self, transcription_id: str, at_s: float) -> None:
+        """Count a recording's next poll in the budget's plan, so others' early probes leave it room."""
+        if self.client.limiter is not None:
+            self.client.limiter.plan(transcription_id, at_s)
+
+    def polls_over(self, transcription_id: str) -> None:
+        if self.client.limiter is not None:
+            self.client.limiter.unplan(transcription_id)
 
 
 @functools.lru_cache(maxsize=1)

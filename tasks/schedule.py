@@ -9,6 +9,9 @@ submit could have used, so the schedule aims one request at each recording's exp
 - slack >= 25 %: the 85 % probe only;
 - less: none; the budget goes to submits and on-time polls.
 
+A probe is a bet made ahead of time, so it is checked again when its time comes: with less than
+``PROBE_MIN_SLACK`` left by then it is skipped for the on-time poll (``probe_still_worth_it``).
+
 One request lands just after the expected finish. After it, the interval is a fraction of the time
 already waited (5 % with slack, up to 20 % without; 2 s to 2 min), so a job that runs long costs a
 few more polls, not hundreds, and the detection delay stays a small share of the processing time.
@@ -28,6 +31,7 @@ OVERDUE_FRACTION = (0.05, 0.2)  # of the time waited: with full slack, with none
 JITTER_FRACTION = 0.05
 JITTER_MAX_S = 3.0  # a few seconds spread a batch; more would only delay detection
 ON_TIME_GUARD_S = JITTER_MAX_S  # the on-time poll lands this long after the expected finish
+PROBE_MIN_SLACK = EARLY_PROBES[-1][0]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class PollSchedule:
             if slack >= least_slack:
                 return fractions + (1.0,)
         return (1.0,)
+
+    def probe_still_worth_it(self, waited_s: float, expected_s: float, slack: float) -> bool:
+        """Whether a request due now should be made: always, unless it is an early probe the budget cannot spare."""
+        return self.fixed_interval_s > 0 or waited_s >= expected_s or slack >= PROBE_MIN_SLACK
 
     def next_delay_s(self, waited_s: float, expected_s: float, slack: float = 1.0,
                      rng: random.Random | None = None) -> float:

@@ -39,6 +39,7 @@ def submit(self, recording_id: str) -> None:
             now = time.time()
             expected_s = rt.timing.expected_s(record.number("audio_duration_s") or None)
             first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
+            rt.plan_poll(transcription_id, first_poll)
             rt.store.transition(recording_id, RecordingState.SUBMITTED, {
                 "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
                 "expected_s": round(expected_s, 3),

@@ -67,6 +67,23 @@ class ConfigHandler(JsonHandler):
         self.write_json(self.ctx.settings.public())
 
 
+class TranscriptionsHandler(JsonHandler):
+    """When each transcription was created and when it finishes: what benchmarks measure delays from."""
+
+    endpoint = "sandbox_transcriptions"
+    faultable = False
+
+    def get(self) -> None:
+        s = self.settings_
+        timings = {}
+        for tx in self.state.transcriptions.values():
+            processing_s = tx.processing_s(s.processing_base_s, s.processing_rtf)
+            timings[tx.transcription_id] = {
+                "created_at": tx.created_at, "md5": tx.md5_hex, "failed": tx.forced_failure or tx.error is not None,
+                "finishes_at": None if processing_s is None else tx.created_at + processing_s}
+        self.write_json(timings)
+
+
 class HealthHandler(JsonHandler):
     endpoint = "healthz"
     faultable = False
@@ -90,6 +107,7 @@ def make_app(ctx: SandboxContext) -> tornado.web.Application:
         (r"/_sandbox/stats", StatsHandler, a),
         (r"/_sandbox/reset", ResetHandler, a),
         (r"/_sandbox/config", ConfigHandler, a),
+        (r"/_sandbox/transcriptions", TranscriptionsHandler, a),
         (r"/healthz", HealthHandler, a),
     ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=a)

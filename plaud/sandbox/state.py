@@ -73,6 +73,12 @@ class Transcription:
     error: str | None = None
     _data: dict[str, Any] | None = None
 
+    def processing_s(self, base_s: float, rtf: float) -> float | None:
+        """How long this task takes, once its audio is decoded (None before)."""
+        if self.analysis is None:
+            return None
+        return (base_s + rtf * self.analysis.duration_s) * self.speed_factor
+
     def view(self, now: float, base_s: float, rtf: float) -> dict[str, Any]:
         """The GET response at time ``now``: status from elapsed time, data once SUCCESS."""
         elapsed = now - self.created_at
@@ -80,7 +86,7 @@ class Transcription:
             return self._response(Status.FAILURE, message=self.error)
         if self.analysis is None or self.error is not None:
             return self._response(_in_progress(elapsed / base_s if base_s else 0.99))
-        processing_s = (base_s + rtf * self.analysis.duration_s) * self.speed_factor
+        processing_s = self.processing_s(base_s, rtf) or 0.0
         if elapsed < processing_s:
             return self._response(_in_progress(elapsed / processing_s))
         if self.forced_failure:
