@@ -45,8 +45,8 @@ class Runtime:
 def runtime() -> Runtime:
     settings = PipelineSettings.from_env()
     config = PlaudConfig.from_env()
-    connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
-                                      health_check_interval=30)
+    connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
+                                      socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
     client = PlaudClient(config, redis=connection)
     return Runtime(settings, config, connection, client, RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
                    PollSchedule(min_interval_s=settings.poll_min_interval_s, max_interval_s=settings.poll_max_interval_s,

@@ -40,6 +40,8 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
     settings = settings or PipelineSettings.from_env()
     app = Celery("plaud-workers", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
     sentinel = {"master_name": settings.sentinel_master} if settings.sentinel_master else {}
+    redis_timeouts = {"socket_timeout": settings.redis_socket_timeout_s,
+                      "socket_connect_timeout": settings.redis_connect_timeout_s, "socket_keepalive": True}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -48,8 +50,13 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Above every countdown and every stage, or Redis hands the same task out twice.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **sentinel},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **redis_timeouts, **sentinel},
         result_backend_transport_options=sentinel,
+        redis_socket_timeout=settings.redis_socket_timeout_s,
+        redis_socket_connect_timeout=settings.redis_connect_timeout_s,
+        redis_socket_keepalive=True,
+        # A publish (an enqueue, a retry's countdown, the next stage) tries three times, then raises.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 2.0},
         broker_connection_retry_on_startup=True,
         result_expires=settings.result_ttl_s,
         task_queues=[Queue(name) for name in QUEUES],

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from typing import TYPE_CHECKING
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -69,9 +70,17 @@ async def prepare_transcription(ctx: "SandboxContext", tx: "Transcription",
         ctx.state.file_identified(tx, md5_hex)
         analysis = ctx.state.analyses.get(md5_hex)
         if analysis is None:
-            analysis = await asyncio.get_running_loop().run_in_executor(ctx.executor, analyse, path)
+            # One decode per file even when a batch submits it many times at once.
+            pending = ctx.state.analyses_pending.get(md5_hex)
+            if pending is None:
+                pending = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(ctx.executor, analyse,
+                                                                                           path))
+                ctx.state.analyses_pending[md5_hex] = pending
+                pending.add_done_callback(lambda _: ctx.state.analyses_pending.pop(md5_hex, None))
+            analysis = await asyncio.shield(pending)
             _remember(ctx.state.analyses, md5_hex, analysis)
         tx.analysis = analysis
+        tx.analyzed_at = time.time()
     except SourceUnavailable as exc:
         tx.error = f"file_url could not be read: {exc}"
     except UndecodableAudio as exc:

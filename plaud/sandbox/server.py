@@ -80,8 +80,19 @@ class TranscriptionsHandler(JsonHandler):
             processing_s = tx.processing_s(s.processing_base_s, s.processing_rtf)
             timings[tx.transcription_id] = {
                 "created_at": tx.created_at, "md5": tx.md5_hex, "failed": tx.forced_failure or tx.error is not None,
-                "finishes_at": None if processing_s is None else tx.created_at + processing_s}
+                "finishes_at": None if processing_s is None
+                else max(tx.created_at + processing_s, tx.analyzed_at or 0.0)}
         self.write_json(timings)
+
+
+class IssuedHandler(JsonHandler):
+    """Every token and presigned-URL signature handed out: for audits that look for leaks."""
+
+    endpoint = "sandbox_issued"
+    faultable = False
+
+    def get(self) -> None:
+        self.write_json({"signatures": list(self.ctx.signer.issued)})
 
 
 class HealthHandler(JsonHandler):
@@ -108,6 +119,7 @@ def make_app(ctx: SandboxContext) -> tornado.web.Application:
         (r"/_sandbox/reset", ResetHandler, a),
         (r"/_sandbox/config", ConfigHandler, a),
         (r"/_sandbox/transcriptions", TranscriptionsHandler, a),
+        (r"/_sandbox/issued", IssuedHandler, a),
         (r"/healthz", HealthHandler, a),
     ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=a)

@@ -14,7 +14,8 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+import collections
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -50,6 +51,9 @@ def _unb64(text: str) -> bytes:
 @dataclass(frozen=True)
 class Signer:
     key: bytes
+    # The signature of every token and URL handed out, newest last: what a secrets audit looks for.
+    issued: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200_000), compare=False,
+                                           repr=False)
 
     @classmethod
     def random(cls) -> "Signer":
@@ -67,6 +71,7 @@ class Signer:
                    "jti": secrets.token_hex(8), **claims}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         signature = _b64(hmac.new(self.key, f"{header}.{body}".encode(), hashlib.sha256).digest())
+        self.issued.append(signature)
         return f"{header}.{body}.{signature}"
 
     def verify_token(self, token: str, kind: str, *, now: float | None = None) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class Signer:
         date = time.strftime(AMZ_DATE_FORMAT, time.gmtime(now))
         query = {"X-Amz-Date": date, "X-Amz-Expires": str(int(ttl_s))}
         query["X-Amz-Signature"] = self._mac(f"{path}\n{date}\n{int(ttl_s)}")
+        self.issued.append(query["X-Amz-Signature"])
         return f"{base_url}{path}?{urlencode(query)}"
 
     def verify_presigned(self, path: str, query: dict[str, str], *, now: float | None = None) -> None:

@@ -68,6 +68,7 @@ class Transcription:
     created_at: float
     forced_failure: bool
     speed_factor: float = 1.0
+    analyzed_at: float | None = None  # a task cannot finish before its audio is decoded
     md5_hex: str | None = None
     analysis: Analysis | None = None
     error: str | None = None
@@ -171,6 +172,7 @@ class SandboxState:
         self.files: dict[str, StoredFile] = {}
         self.transcriptions: dict[str, Transcription] = {}
         self.analyses: dict[str, Analysis] = {}  # by file MD5: a file is decoded once
+        self.analyses_pending: dict[str, Any] = {}  # by file MD5: decodes under way (asyncio futures)
         self.stats = Stats()
         os.makedirs(self.uploads_dir, exist_ok=True)
         os.makedirs(self.files_dir, exist_ok=True)

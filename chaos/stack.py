@@ -1,0 +1,141 @@
+"""The processes a chaos run breaks: Redis with AOF, workers, beat, Flower, each a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from workers.local_redis import RedisServer, free_port
+from workers.local_stack import WorkerProcess
+
+
+class DurableRedis(RedisServer):
+    """A private redis-server that writes every command to its AOF before answering.
+
+    ``crash`` SIGKILLs it and starts it again on the same port from the same directory, so what
+    comes back is exactly what the AOF holds. ``freeze`` SIGSTOPs it: connections stay open and
+    nothing answers, as in a network partition; ``thaw`` lets it go on.
+    """
+
+    def __init__(self, password: str) -> None:
+        super().__init__("--appendonly", "yes", "--appendfsync", "always", "--requirepass", password,
+                         password=password)
+
+    def crash_and_restart(self) -> float:
+        """Returns how long Redis was gone."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.kill()
+        self.proc.wait()
+        self._launch()
+        return time.monotonic() - started
+
+    def _launch(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--save", "", "--logfile", f"{self.dir}/redis.log", *self.extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self._wait_ready(timeout_s=60):
+            raise RuntimeError(f"redis-server did not come back; see {self.dir}/redis.log")
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def aof_bytes(self) -> bytes:
+        """Everything Redis ever appended, for the secrets audit."""
+        chunks = []
+        for root, _, names in os.walk(self.dir):
+            for name in names:
+                if "appendonly" in name:
+                    with open(os.path.join(root, name), "rb") as handle:
+                        chunks.append(handle.read())
+        return b"".join(chunks)
+
+
+class Fleet:
+    """Worker processes that can be killed at random, and restarted when a whole one dies."""
+
+    def __init__(self, env: dict[str, str], *, workers: int, concurrency: int, logdir: str) -> None:
+        self.env = env
+        self.concurrency = concurrency
+        self.logdir = logdir
+        self.workers = [self._new(i) for i in range(workers)]
+        self.kills: list[str] = []
+
+    def _new(self, index: int) -> WorkerProcess:
+        return WorkerProcess(self.env, concurrency=self.concurrency, name=f"chaos{index}",
+                             logfile=os.path.join(self.logdir, f"worker{index}.log"))
+
+    def start(self) -> "Fleet":
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def kill_one(self, rng: random.Random) -> str:
+        """SIGKILL a pool child (three times in four) or a whole worker, which is then started again."""
+        index = rng.randrange(len(self.workers))
+        worker = self.workers[index]
+        assert worker.proc is not None
+        children = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True,
+                                                        text=True).stdout.split()]
+        if children and rng.random() < 0.75:
+            victim = rng.choice(children)
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            what = f"pool child {victim} of worker {index}"
+        else:
+            worker.kill()
+            self.workers[index] = self._new(index)
+            self.workers[index].start(ready_timeout_s=120)
+            what = f"whole worker {index} (restarted)"
+        self.kills.append(what)
+        return what
+
+    def logs(self) -> list[str]:
+        return [w.logfile for w in self.workers]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop(timeout_s=20)
+
+
+class Service:
+    """``celery beat`` or Flower as a subprocess logging to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], logfile: str) -> None:
+        self.logfile = logfile
+        with open(logfile, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args],
+                                         env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_flower(env: dict[str, str], logdir: str, user: str, password: str) -> tuple[Service, str]:
+    port = free_port()
+    service = Service(["flower"], {**env, "FLOWER_PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1",
+                                   "FLOWER_BASIC_AUTH": f"{user}:{password}"},
+                      os.path.join(logdir, "flower.log"))
+    return service, f"http://127.0.0.1:{port}"
