@@ -103,6 +103,17 @@ class Fleet:
         self.kills.append(what)
         return what
 
+    def revive_dead(self) -> list[str]:
+        """Start again any worker that exited by itself, as compose's or Kubernetes' restart policy would."""
+        revived = []
+        for index, worker in enumerate(self.workers):
+            if worker.proc is not None and worker.proc.poll() is not None:
+                code = worker.proc.returncode
+                self.workers[index] = self._new(index)
+                self.workers[index].start(ready_timeout_s=120)
+                revived.append(f"worker {index} had exited by itself (code {code}); started again")
+        return revived
+
     def logs(self) -> list[str]:
         return [w.logfile for w in self.workers]
 

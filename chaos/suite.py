@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 now = time.monotonic()
                 if not crashed and now - t0 >= crash_at:
                     gone_s = server.crash_and_restart()
-                    events.append((now - t0, f"redis SIGKILLed, back from its AOF after {gone_s:.1f} s"))
+                    events.append((now - t0, f"redis SIGKILLed, back from its AOF after {gone_s:.2f} s"))
                     crashed = True
                 elif not frozen and now - t0 >= freeze_at:
                     server.freeze()
@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.thaw()
                     events.append((time.monotonic() - t0, "redis thawed"))
                     frozen = True
+                elif revived := fleet.revive_dead():
+                    events.extend((now - t0, what) for what in revived)
                 elif now >= next_kill:
                     events.append((now - t0, "SIGKILL " + fleet.kill_one(rng)))
                     next_kill = now + rng.uniform(args.kill_min_s, args.kill_max_s)
@@ -180,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             client = redis.Redis.from_url(server.url, socket_timeout=10)
             deadline = time.monotonic() + args.drain_timeout_s
             while True:
+                events.extend((time.monotonic() - t0, what) for what in fleet.revive_dead())
                 current = states(client, batch)
                 if all(r.get("state") in TERMINAL for r in current.values()) or time.monotonic() > deadline:
                     break
@@ -235,8 +238,10 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
         "reconciled": sum(int(records[b.recording_id].get("reconciled", 0) or 0) for b in batch),
         "enqueue_errors": sum(len(b.errors) for b in batch),
         "enqueue_error_kinds": sorted({e.split(":")[0] for b in batch for e in b.errors}),
+        "enqueue_error_example": next((e for b in batch for e in b.errors), None),
         "longest_enqueue_call_s": round(max(b.longest_call_s for b in batch), 2),
         "kills": len(kills), "whole_workers_killed": sum(1 for k in kills if k.startswith("whole")),
+        "workers_exited_by_themselves": sum(1 for _, what in events if "exited by itself" in what),
         "events": [f"{t:6.1f} s  {what}" for t, what in events],
         "sandbox_faults": {endpoint: counts for endpoint, counts in stats["requests"].items()
                            if set(counts) - {"200"}},

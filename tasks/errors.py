@@ -9,3 +9,7 @@ class RecordingFailed(Exception):
 
 class InvalidRequest(RecordingFailed):
     """Raised when ``plaud.transcribe`` is called with kwargs it cannot use."""
+
+
+class RejectedMessage(Exception):
+    """Stored as the result of a message no worker can run (not JSON, malformed): it was dropped."""

@@ -25,7 +25,7 @@ class PipelineSettings:
     result_ttl_s: int = 7 * DAY_S
     # Every Redis call gives up after this, so a Redis that stops answering (a partition, a frozen
     # host) surfaces as an error to retry, never a hang. Above the broker's 1-s blocking read.
-    redis_socket_timeout_s: float = 10.0
+    redis_socket_timeout_s: float = 5.0
     redis_connect_timeout_s: float = 5.0
     visibility_timeout_s: int = 4 * 3600
     upload_time_limit_s: int = 3600

@@ -9,6 +9,7 @@ recording instead and resolves to the same outcome.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -34,6 +35,9 @@ MAX_FOLLOW_INTERVAL_S = 30.0
 KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata", "callback_task",
           "callback_queue")
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+# A request names its audio (a path or a URL); it never carries it. Anything larger is a mistake
+# that would otherwise sit in Redis for the record's lifetime.
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 STAGES = ("upload", "submit", "poll", "deliver")
@@ -50,6 +54,10 @@ def pipeline(recording_id: str, poll_token: str, *, task_id: str | None, start: 
 
 def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, Any]:
     """The kwargs as the pipeline uses them; InvalidRequest names what is wrong."""
+    size = len(json.dumps(kwargs, default=str))
+    if size > MAX_REQUEST_BYTES:
+        raise InvalidRequest(f"the request's kwargs are {size} bytes; the limit is {MAX_REQUEST_BYTES}: pass the "
+                             f"audio as a path or URL in source, and keep params and metadata small")
     unknown = sorted(set(kwargs) - set(KWARGS))
     if unknown:
         raise InvalidRequest(f"unknown kwargs {unknown}; plaud.transcribe takes {list(KWARGS)}")
@@ -92,9 +100,12 @@ def shown_source(source: str) -> str:
 
 
 @shared_task(name=NAME, bind=True, Request="tasks.requests:RedactingRequest")
-def transcribe(self, **kwargs: Any) -> Any:
+def transcribe(self, *args: Any, **kwargs: Any) -> Any:
     rt = runtime()
     try:
+        if args:
+            raise InvalidRequest(f"plaud.transcribe takes keyword arguments only, got {len(args)} positional; "
+                                 f"send kwargs like {{\"source\": ..., \"recording_id\": ...}}")
         request = validate(kwargs, webhooks_on=bool(rt.settings.webhook_secret))
     except InvalidRequest as exc:
         recording_id = kwargs.get("recording_id")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from celery.signals import after_setup_logger, after_setup_task_logger, task_rejected, worker_init
 from kombu import Queue
 
 from plaud.config import PlaudConfig
 from plaud.errors import ConfigError
 from plaud.redact import install_log_redaction
+from tasks.errors import RejectedMessage
 from tasks.settings import PipelineSettings
 
 UPLOADS, API, POLLS, ENTRY = "plaud.uploads", "plaud.api", "plaud.polls", "celery"
@@ -88,6 +89,20 @@ def check_configuration(**_: object) -> None:
         logging.getLogger("plaud.worker").critical("cannot start: %s", exc)
         raise SystemExit(f"plaud-workers: cannot start: {exc}") from None
     logging.getLogger("plaud.worker").info("worker talks to %s", config.describe())
+
+
+@task_rejected.connect
+def fail_rejected_message(sender: object = None, message: object = None, exc: Exception | None = None,
+                          **_: object) -> None:
+    """A message no worker can run (not JSON, malformed) is dropped; tell its caller why instead of silence."""
+    headers = getattr(message, "headers", None) or {}
+    task_id = headers.get("id") or (getattr(message, "properties", None) or {}).get("correlation_id")
+    reason = (f"the message for {headers.get('task', 'an unknown task')} was dropped: "
+              f"{exc or 'it is not a Celery task message'}; plaud-workers takes JSON task messages "
+              f"(Celery message protocol 2), e.g. send_task('plaud.transcribe', kwargs={{...}})")
+    logging.getLogger("plaud.worker").error("rejected message %s: %s", task_id or "(no id)", reason)
+    if task_id and sender is not None:
+        sender.app.backend.mark_as_failure(task_id, RejectedMessage(reason))
 
 
 @after_setup_logger.connect

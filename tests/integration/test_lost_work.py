@@ -1,0 +1,91 @@
+"""Work the broker lost: the reconciler finds the recording overdue and drives it on.
+
+Each test has a stack of its own, because it has to control which queues have a consumer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from tests.conftest import PipelineStack
+from tests.helpers import outcome, wait_for_state
+
+NO_POLLS = ("celery", "plaud.api", "plaud.uploads")
+
+
+@pytest.fixture
+def stack(sandbox_thread, sandbox, tmp_path):
+    stack = PipelineStack(sandbox_thread, tmp_path)
+    yield stack
+    stack.stop()
+
+
+def message_args(raw: bytes) -> list:
+    """The positional args of a task message as kombu's Redis transport stores it."""
+    envelope = json.loads(raw)
+    body = base64.b64decode(envelope["body"]) if envelope.get("properties", {}).get("body_encoding") == "base64" \
+        else envelope["body"]
+    return json.loads(body)[0]
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_deleted_poll_message_is_replaced_by_the_reconciler(stack, good_files):
+    path, text = good_files[0]
+    stack.start_worker(queues=NO_POLLS)  # with beat; nothing consumes plaud.polls yet
+    recording_id = f"lostpoll-{time.time_ns()}"
+    handle = stack.send(source=path, recording_id=recording_id)
+
+    def queued_poll():
+        return [raw for raw in stack.redis.lrange("plaud.polls", 0, -1) if message_args(raw)[0] == recording_id]
+
+    [message] = wait_for(queued_poll, what="the poll message in plaud.polls")
+    assert stack.redis.lrem("plaud.polls", 0, message) == 1
+    assert stack.redis.llen("plaud.polls") == 0
+    assert stack.record(recording_id)["state"] == "SUBMITTED"
+
+    stack.start_worker(queues=("plaud.polls",), extra_args=())
+    assert outcome(handle, timeout_s=60)["text"] == text
+    record = stack.record(recording_id)
+    assert int(record["reconciled"]) >= 1 and record["state"] == "SUCCEEDED"
+    assert int(record["submit_requests"]) == 1  # recovered by polling again, not by submitting again
+
+
+def test_a_stage_message_dropped_with_its_dying_worker(stack, configure, tmp_path):
+    """SIGKILL the worker mid-upload and delete the message it held: nothing is left to redeliver it."""
+    from plaud.sandbox.testaudio import make_recording
+
+    configure(chunk_size_bytes=64 * 1024, fault_latency_ms=150)
+    recording = make_recording(str(tmp_path / "dropped.mp3"), 60.0, text="dropped and found")
+    worker = stack.start_worker()
+    recording_id = f"dropped-{time.time_ns()}"
+    handle = stack.send(source=recording.path, recording_id=recording_id)
+    wait_for_state(stack, recording_id, {"UPLOADING"}, check=lambda r: int(r.get("bytes_sent", 0)) > 0)
+    worker.kill()
+    # The upload's message now sits in kombu's unacked hash, to be restored after the visibility
+    # timeout. Drop it, as if that had been lost too.
+    unacked = stack.redis.hgetall("unacked")
+    dropped = [tag for tag, raw in unacked.items()
+               if json.loads(raw)[0]["headers"]["task"] == "plaud.upload"
+               and message_args(json.dumps(json.loads(raw)[0]).encode())[0] == recording_id]
+    assert len(dropped) == 1, unacked
+    stack.redis.hdel("unacked", *dropped)
+    stack.redis.zrem("unacked_index", *dropped)
+
+    stack.start_worker()
+    result = outcome(handle, timeout_s=120)
+    assert isinstance(result, dict) and result["text"] == "dropped and found", result
+    record = stack.record(recording_id)
+    assert int(record["reconciled"]) >= 1 and int(record["submit_requests"]) == 1
