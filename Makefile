@@ -38,6 +38,8 @@ bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.token_sharing --processes 8 --uploads 50
 	$(BIN)/python -m bench.pipeline_throughput --recordings 500 --concurrency 8
 	$(BIN)/python -m bench.polling_cost
+	$(BIN)/python -m bench.budget_polling --recordings 300 --rate 600/m
+	$(BIN)/python -m chaos --recordings 60 --enqueue-over-s 60 --workers 3
 	$(BIN)/python -m bench.pipeline_in_flight --recordings 10000
 	$(BIN)/python -m bench.pipeline_scaling --recordings 60 --latency-ms 100
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import requests
 
@@ -126,16 +126,20 @@ class PlaudClient:
 
     # -- transcriptions --------------------------------------------------------------------
 
-    def submit(self, file_url: str, params: dict[str, Any] | None = None, *, waiter: str | None = None) -> str:
+    def submit(self, file_url: str, params: dict[str, Any] | None = None, *, waiter: str | None = None,
+               before_send: Callable[[], None] | None = None) -> str:
         """Create a transcription task; returns its transcription_id.
 
         ``waiter`` names the caller in the budget's queue (a recording id), so that a caller that
-        was refused keeps its place when it asks again.
+        was refused keeps its place when it asks again. ``before_send`` runs just before each
+        request goes out (after the budget granted it): the place to count billable attempts.
         """
         body = {"file_url": file_url, "params": merge_params(params)}
 
         def post() -> dict[str, Any]:
             self._take_budget(waiter, SUBMIT)
+            if before_send is not None:
+                before_send()
             return self.transport.request("POST", self._url("/open/partner/ai/transcriptions/"),
                                           headers=self._api_headers(), json=body).json()
 

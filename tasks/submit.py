@@ -31,11 +31,16 @@ def submit(self, recording_id: str) -> None:
                 # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again.
                 run_upload(rt, record)
                 record = load(rt, recording_id, "submit")
-            attempt = rt.store.increment(recording_id, "submit_requests")
-            if attempt > 1:
-                # An earlier request may have reached Plaud without us learning its id.
-                rt.store.update(recording_id, {"possible_duplicate_submit": 1})
-            transcription_id = rt.client.submit(record.get("download_url"), record.get("params"), waiter=recording_id)
+
+            def count_request() -> None:
+                # Counted as it goes out, not before the budget allows it: a submit that waited
+                # for budget never reached Plaud and cannot have created a task.
+                if rt.store.increment(recording_id, "submit_requests") > 1:
+                    # An earlier request may have reached Plaud without us learning its id.
+                    rt.store.update(recording_id, {"possible_duplicate_submit": 1})
+
+            transcription_id = rt.client.submit(record.get("download_url"), record.get("params"), waiter=recording_id,
+                                                before_send=count_request)
             now = time.time()
             expected_s = rt.timing.expected_s(record.number("audio_duration_s") or None)
             first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())

@@ -78,3 +78,22 @@ def test_a_run_that_waited_for_the_lease_sees_the_other_runs_submit(rt, api, spe
     submit(rid)
     assert other_ran and api.stats()["transcriptions_created"] == 1
     assert api.stats()["uploads_completed"] == 1
+
+
+def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(rt, monkeypatch, api, speech_mp3):
+    from celery.exceptions import Retry
+
+    monkeypatch.setenv("PLAUD_TX_RATE_LIMIT", "1/m")
+    reset_runtime()
+    limited = runtime()
+    assert limited.client.limiter.try_acquire("another-recording") == 0.0  # the minute's only slot
+    rid = f"held-{time.time_ns()}"
+    limited.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {},
+                               "poll_token": "t"}, due_at=time.time() + 60)
+    for _ in range(2):  # refused twice: still nothing sent, nothing to suspect
+        with pytest.raises(Retry):
+            submit(rid)
+    record = limited.store.get(rid)
+    assert record.get("submit_requests") is None and record.get("possible_duplicate_submit") is None
+    assert limited.client.limiter.load().submits_waiting == 1
+    assert api.stats()["transcriptions_created"] == 0
