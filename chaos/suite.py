@@ -47,6 +47,7 @@ from .stack import DurableRedis, Fleet, Service, start_flower
 
 CLIENT_ID, SECRET_KEY, API_KEY = "chaos-client", "chaos-secret-key-7f3a9c", "chaos-api-key-51d2e8"
 REDIS_PASSWORD = "chaos-redis-password-0b4c"
+WEBHOOK_SECRET = "chaos-webhook-secret-3d8a"
 FLOWER_USER, FLOWER_PASSWORD = "admin", "chaos-flower-password-9e1f"
 SANDBOX_FAULTS = ("--fault-5xx", "0.05", "--fault-429", "0.02", "--fault-drop", "0.01", "--fault-latency-ms", "50",
                   "--processing-base-s", "1", "--processing-rtf", "0.05", "--tx-rate-limit", "300/m",
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with SandboxProcess(*SANDBOX_FAULTS, "--fault-seed", str(args.seed)) as sandbox:
         env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_CLIENT_ID": CLIENT_ID,
                "PLAUD_SECRET_KEY": SECRET_KEY, "PLAUD_API_KEY": API_KEY, "PLAUD_TX_RATE_LIMIT": "300/m",
+               "PLAUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
                "PLAUD_EXPECTED_BASE_S": "1", "PLAUD_EXPECTED_RTF": "0.05", "PLAUD_POLL_MIN_INTERVAL_S": "1",
                # Short clocks so the reconciler acts within the run: a recording with no live stage
                # for 15 s is re-driven; leases lapse 10 s after a worker dies.
@@ -196,7 +198,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(2)  # Flower takes in the last events
             flower_alive = flower.alive()
             report = audit(needles=Needles({"PLAUD_SECRET_KEY": SECRET_KEY, "PLAUD_API_KEY": API_KEY,
-                                            "Redis password": REDIS_PASSWORD, "Flower password": FLOWER_PASSWORD},
+                                            "Redis password": REDIS_PASSWORD, "Flower password": FLOWER_PASSWORD,
+                                            "PLAUD_WEBHOOK_SECRET": WEBHOOK_SECRET},
                                            issued),
                            redis_client=client, aof=server.aof_bytes(),
                            logs={os.path.basename(p): p for p in [*fleet.logs(), beat.logfile, flower.logfile]},

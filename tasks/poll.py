@@ -21,6 +21,7 @@ from .records import Record, RecordingState
 from .runtime import Runtime, runtime
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .stage import STAGE_TASK_OPTIONS, fail, load, on_error
+from .timing import TimingEstimate
 
 NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
@@ -48,10 +49,12 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
         # Not yet time to ask Plaud. Before the expected finish, aim again: what the fleet has
         # learned since this was planned may move the on-time poll by a lot (a cold start).
         if waited_s < expected_s:
-            fresh_s = rt.timing.expected_s(audio_s)
+            fresh = rt.timing.current()
+            fresh_s = fresh.expected_s(audio_s)
             if abs(fresh_s - expected_s) > REAIM_CHANGE * expected_s:
                 at = now + rt.schedule.next_delay_s(waited_s, fresh_s, rt.budget_slack())
-                raise wait_until(self, rt, recording_id, record, at, {"expected_s": round(fresh_s, 3)})
+                raise wait_until(self, rt, recording_id, record, at, {"expected_s": round(fresh_s, 3),
+                                                                      **fresh.as_fields()})
         raise self.retry(countdown=hop_s(rt, next_poll_at - now, waited_s, expected_s), max_retries=None)
     late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
     if waited_s > rt.settings.poll_deadline_s:
@@ -71,7 +74,7 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
-        rt.timing.learn(audio_s, hit=verdict)
+        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
     if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
         rt.polls_over(record.get("transcription_id"))
     if state.status is TranscriptionStatus.SUCCESS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -15,7 +16,7 @@ from tasks.errors import InvalidRequest
 from tasks.records import DUE_INDEX, RecordingState, RecordStore
 from tasks.schedule import PollSchedule, overdue_fraction
 from tasks.settings import PipelineSettings
-from tasks.timing import TimingModel
+from tasks.timing import GENERATION_STEPS, STEP_START, TARGET_HIT_RATE, TimingModel
 from tasks.transcribe import shown_source, validate
 
 # -- schedule ----------------------------------------------------------------------------------
@@ -230,7 +231,10 @@ def test_the_app_settings_that_matter():
     conf = app.conf
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options == {"visibility_timeout": 14400, "master_name": "mymaster"}
+    assert conf.broker_transport_options == {"visibility_timeout": 14400, "master_name": "mymaster",
+                                             "socket_timeout": 5.0, "socket_connect_timeout": 5.0,
+                                             "socket_keepalive": True}
+    assert conf.redis_socket_timeout == 5.0 and conf.task_publish_retry_policy["max_retries"] == 2
     assert conf.result_backend_transport_options == {"master_name": "mymaster"}
     assert conf.result_expires == 7 * 86400 and conf.worker_send_task_events
     assert {q.name for q in conf.task_queues} == {"celery", "plaud.api", "plaud.uploads", "plaud.polls"}
@@ -251,7 +255,7 @@ def test_timing_model_starts_at_the_prior_and_is_shared_through_redis():
 
 
 @pytest.mark.parametrize("true_base_s,true_rtf", [(3.0, 0.05), (8.0, 0.3)])
-def test_timing_model_learns_where_nine_in_ten_are_done_when_first_polled(true_base_s, true_rtf):
+def test_timing_model_learns_where_eight_in_ten_are_done_when_first_polled(true_base_s, true_rtf):
     model = TimingModel(fakeredis.FakeRedis(), prior_base_s=5, prior_rtf=0.1)
     rng = random.Random(3)
 
@@ -267,9 +271,9 @@ def test_timing_model_learns_where_nine_in_ten_are_done_when_first_polled(true_b
         return hits / n
 
     verdicts(1500, learn=True)
-    assert 0.8 <= verdicts(2000, learn=False) <= 0.97
+    assert 0.7 <= verdicts(2000, learn=False) <= 0.9
     learned = model.current()
-    # Near the truth, on the high side (a 90th percentile of a +/-10 % spread).
+    # Near the truth, on the high side (an 80th percentile of a +/-10 % spread).
     assert 0.97 * true_rtf <= learned.rtf <= 1.25 * true_rtf
 
 
@@ -283,3 +287,18 @@ def test_timing_verdicts():
     assert timing_verdict(S.PROGRESS, 40, 41, 65) is None  # an early probe
     assert timing_verdict(S.FAILURE, 66, 67, 65) is None
     assert ON_TIME_WINDOW_S > 6
+
+
+def test_a_batch_scheduled_on_one_low_estimate_moves_it_a_generation_not_a_hundred_steps():
+    model = TimingModel(fakeredis.FakeRedis(), prior_base_s=5, prior_rtf=0.05)
+    used = model.current()
+    most = used.rtf * math.exp(GENERATION_STEPS * STEP_START * TARGET_HIT_RATE) * 1.001
+    for _ in range(100):  # a hundred long recordings, all scheduled on the same estimate, all late
+        model.learn(1800, hit=False, used=used)
+    raised = model.current()
+    assert used.rtf * 2 < raised.rtf <= most  # ungated, 100 steps of +24 % would be e^24 times
+    model.learn(1800, hit=False, used=raised)  # a recording scheduled on the raised estimate moves it on
+    assert model.current().rtf > raised.rtf
+    for _ in range(100):  # the batch's hits, on the old estimate: never below a generation under it
+        model.learn(1800, hit=True, used=used)
+    assert model.current().rtf >= used.rtf * math.exp(-GENERATION_STEPS * STEP_START) * 0.999
