@@ -17,9 +17,9 @@ The window is ``safety_s`` longer than the rate's period: a request takes a slot
 before it reaches Plaud, and that moment varies; without the margin two requests a period apart
 here could land inside one period there.
 
-Callers that know when they will ask next (a poll's next request) say so with ``plan``: the
-window's ``load`` counts those requests, so "slack" means budget nobody needs in the coming
-period, not just budget unused so far.
+Callers that know they will ask (a recording on its way to a submit, a poll's next request)
+say so with ``plan``: the window's ``load`` counts those requests, so "slack" means budget nobody
+needs in the coming period, not just budget unused so far.
 """
 
 from __future__ import annotations
@@ -75,16 +75,17 @@ local frees_at = slot[2] and tonumber(slot[2]) + period or now + period
 return math.max(frees_at - now + rounds * period, 1000)
 """
 
-# KEYS = window, submit queue, poll queue, planned; ARGV = period us.
-# Returns used, submits waiting, polls waiting, requests planned within the next period.
+# KEYS = window, submit queue, poll queue, planned; ARGV = period us, how long a plan outlives its time us.
+# Returns used, submits waiting, polls waiting, requests planned up to a period ahead (those
+# already due but not yet made included: they are waiting for a worker or for budget).
 _LOAD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', (now - period) / 1000000)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', (now - tonumber(ARGV[2])) / 1000000)
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
-        redis.call('ZCOUNT', KEYS[4], now / 1000000, (now + period) / 1000000)}
+        redis.call('ZCOUNT', KEYS[4], '-inf', (now + period) / 1000000)}
 """
 
 
@@ -105,7 +106,8 @@ class Load:
         Any period that holds now holds at most the requests of the past period plus those of the
         next, so a request that fits both fits every window it falls in.
         """
-        needed = self.used + self.submits_waiting + self.polls_waiting + self.planned
+        # Waiting requests are planned requests whose time has come: counted once, as planned.
+        needed = self.used + max(self.planned, self.submits_waiting + self.polls_waiting)
         return max(1.0 - needed / self.limit, 0.0)
 
 
@@ -118,11 +120,11 @@ class Limiter(Protocol):
     def load(self) -> Load:
         """The window's state now, for callers that plan requests ahead."""
 
-    def plan(self, waiter: str, at_s: float) -> None:
-        """``waiter`` will ask for a slot at ``at_s`` (epoch seconds); replaces its earlier plan."""
+    def plan(self, request: str, at_s: float) -> None:
+        """A request named ``request`` will be made at ``at_s`` (epoch seconds); replaces its earlier plan."""
 
-    def unplan(self, waiter: str) -> None:
-        """``waiter`` will not ask again."""
+    def unplan(self, *requests: str) -> None:
+        """These requests will not be made (any more)."""
 
 
 class RedisLimiter:
@@ -147,17 +149,18 @@ class RedisLimiter:
         return int(wait_us) / 1_000_000
 
     def load(self) -> Load:
-        used, submits, polls, planned = self._load(keys=self.keys, args=[self.period_us])
+        used, submits, polls, planned = self._load(keys=self.keys, args=[self.period_us, self.waiter_ttl_us])
         return Load(self.rate.limit, int(used), int(submits), int(polls), int(planned))
 
-    def plan(self, waiter: str, at_s: float) -> None:
+    def plan(self, request: str, at_s: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys[3], {waiter: at_s})
+        pipe.zadd(self.keys[3], {request: at_s})
         pipe.expire(self.keys[3], int(self.waiter_ttl_us / 1_000_000) + 86400)
         pipe.execute()
 
-    def unplan(self, waiter: str) -> None:
-        self.redis.zrem(self.keys[3], waiter)
+    def unplan(self, *requests: str) -> None:
+        if requests:
+            self.redis.zrem(self.keys[3], *requests)
 
 
 class MemoryLimiter:
@@ -176,8 +179,8 @@ class MemoryLimiter:
         with self._lock:
             return Load(self.rate.limit, self._window.count(time.monotonic()))
 
-    def plan(self, waiter: str, at_s: float) -> None:
+    def plan(self, request: str, at_s: float) -> None:
         pass  # one process plans nothing ahead: its own requests are all it would count
 
-    def unplan(self, waiter: str) -> None:
+    def unplan(self, *requests: str) -> None:
         pass

@@ -76,7 +76,7 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
         rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
     if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
-        rt.polls_over(record.get("transcription_id"))
+        rt.plan_nothing_more(recording_id)
     if state.status is TranscriptionStatus.SUCCESS:
         rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
                                        "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
@@ -86,7 +86,7 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
                                              f"{state.message or 'no reason given'}")
     delay = rt.schedule.next_delay_s(time.time() - submitted_at, expected_s, rt.budget_slack())
     next_at = time.time() + delay
-    rt.plan_poll(record.get("transcription_id"), next_at)
+    rt.plan_poll(recording_id, next_at)
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
         "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
@@ -99,7 +99,7 @@ def wait_until(task: Task, rt: Runtime, recording_id: str, record: Record, at: f
     now = time.time()
     rt.store.update(recording_id, {"next_poll_at": at, **(fields or {})})
     rt.store.set_due(recording_id, at + rt.settings.reconcile_grace_s)
-    rt.plan_poll(record.get("transcription_id"), at)
+    rt.plan_poll(recording_id, at)
     waited_s = now - record.number("submitted_at", now)
     expected_s = (fields or {}).get("expected_s") or record.number("expected_s")
     return task.retry(countdown=hop_s(rt, at - now, waited_s, expected_s), max_retries=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 import redis
@@ -31,14 +32,26 @@ class Runtime:
         load = self.client.budget_load()
         return 1.0 if load is None else load.slack
 
-    def plan_poll(self, transcription_id: str, at_s: float) -> None:
-        """Count a recording's next poll in the budget's plan, so others' early probes leave it room."""
-        if self.client.limiter is not None:
-            self.client.limiter.plan(transcription_id, at_s)
+    # The budget's plan: the Transcription API requests each live recording will still make, so
+    # that early probes only use budget no recording on its way will need.
 
-    def polls_over(self, transcription_id: str) -> None:
+    def plan_recording(self, recording_id: str) -> None:
+        """A new recording will submit, then poll, as soon as it can."""
         if self.client.limiter is not None:
-            self.client.limiter.unplan(transcription_id)
+            now = time.time()
+            self.client.limiter.plan(f"submit:{recording_id}", now)
+            self.client.limiter.plan(f"poll:{recording_id}", now)
+
+    def plan_poll(self, recording_id: str, at_s: float) -> None:
+        """The recording's next poll is at ``at_s``; its submit is done."""
+        if self.client.limiter is not None:
+            self.client.limiter.unplan(f"submit:{recording_id}")
+            self.client.limiter.plan(f"poll:{recording_id}", at_s)
+
+    def plan_nothing_more(self, recording_id: str) -> None:
+        """The recording is done with Plaud's Transcription API (finished or failed)."""
+        if self.client.limiter is not None:
+            self.client.limiter.unplan(f"submit:{recording_id}", f"poll:{recording_id}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,6 +39,7 @@ def fail(rt: Runtime, recording_id: str, stage: str, reason: str, error: PlaudEr
     if error is not None:
         failure.update({k: v for k, v in error.to_dict().items() if k in ("status", "code", "error")})
     previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure})
+    rt.plan_nothing_more(recording_id)
     log.warning("recording %s FAILED at %s: %s", recording_id, stage, reason)
     if previous is not None and not previous.is_terminal:
         announce(rt, recording_id, "recording.failed")

@@ -45,7 +45,7 @@ def submit(self, recording_id: str) -> None:
             estimate = rt.timing.current()
             expected_s = estimate.expected_s(record.number("audio_duration_s") or None)
             first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
-            rt.plan_poll(transcription_id, first_poll)
+            rt.plan_poll(recording_id, first_poll)
             rt.store.transition(recording_id, RecordingState.SUBMITTED, {
                 "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
                 "expected_s": round(expected_s, 3), **estimate.as_fields(),

@@ -128,6 +128,7 @@ def transcribe(self, *args: Any, **kwargs: Any) -> Any:
     if existing is not None:
         # In flight or done: start nothing; resolve to that recording's outcome.
         raise self.replace(follow.si(recording_id))
+    rt.plan_recording(recording_id)
     raise self.replace(pipeline(recording_id, poll_token, task_id=None))
 
 

@@ -241,6 +241,22 @@ def test_polls_cannot_take_the_slots_held_for_waiting_submits():
     assert limiter.load().used == 4
 
 
+def test_slack_counts_the_requests_planned_for_the_coming_period():
+    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(10, 60), key="k", safety_s=0)
+    assert limiter.load().slack == 1.0
+    now = time.time()
+    limiter.plan("submit:a", now - 5)  # due already: waiting for a worker or for budget
+    limiter.plan("poll:a", now + 30)
+    limiter.plan("poll:b", now + 50)
+    limiter.plan("poll:c", now + 600)  # beyond the coming period
+    assert limiter.try_acquire("x", SUBMIT) == 0.0
+    load = limiter.load()
+    assert (load.used, load.planned, load.slack) == (1, 3, 0.6)
+    limiter.plan("poll:a", now + 900)  # re-planned later: counted once, and no longer soon
+    limiter.unplan("submit:a", "poll:b")
+    assert limiter.load().planned == 0
+
+
 def test_the_window_is_longer_than_the_rate_by_a_safety_margin():
     limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(1, 60), key="k")
     assert limiter.try_acquire() == 0.0
