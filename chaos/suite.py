@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         beat = Service(["beat", "--loglevel", "INFO", "-s", os.path.join(workdir, "beat-schedule")], env,
                        os.path.join(logdir, "beat.log"))
         flower, flower_url = start_flower(env, logdir, FLOWER_USER, FLOWER_PASSWORD)
-        os.environ.update({"REDIS_URL": server.url})
+        # Before workers.celery_app is imported: its module-level app must not point at any other Redis.
+        os.environ["REDIS_URL"] = server.url
         from tasks.settings import PipelineSettings
         from workers.celery_app import make_app
         app = make_app(PipelineSettings.from_env({"REDIS_URL": server.url}))

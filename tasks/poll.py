@@ -25,8 +25,9 @@ from .timing import TimingEstimate
 
 NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
-# The on-time poll lands up to guard + jitter after the expected finish; a little more for queueing.
-ON_TIME_WINDOW_S = ON_TIME_GUARD_S + JITTER_MAX_S + 2.0
+# The on-time poll asks between guard and guard + jitter after the expected finish; an answer up
+# to a second after that still came on time.
+ON_TIME_WINDOW_S = ON_TIME_GUARD_S + JITTER_MAX_S + 1.0
 REAIM_CHANGE = 0.1  # re-plan a waiting poll when the learned expectation moved by more than this share
 REAIM_MIN_HOP_S = 5.0
 
@@ -121,12 +122,13 @@ def timing_verdict(status: TranscriptionStatus, asked_after_s: float, answered_a
                    expected_s: float) -> bool | None:
     """What one poll teaches the timing model: True done in time, False late, None nothing.
 
-    The times are seconds after submit at which the request left and its answer came back.
-    Still running when asked at or after the expected time is a miss, however late the poll.
-    Done is a hit only if the answer came on time: a poll that was held up says nothing of when.
+    The times are seconds after submit at which the request left and its answer came back. The
+    question is the on-time poll's: done by the expected time plus the guard? Still running when
+    asked at or after that is a miss, however late the poll. Done is a hit if the answer came
+    on time (an early probe's included): a poll that was held up says nothing of when.
     """
     if status is TranscriptionStatus.SUCCESS:
         return True if answered_after_s <= expected_s + ON_TIME_WINDOW_S else None
     if status.is_failure:
         return None
-    return False if asked_after_s >= expected_s else None
+    return False if asked_after_s >= expected_s + ON_TIME_GUARD_S else None

@@ -56,10 +56,14 @@ class PollSchedule:
         if self.fixed_interval_s > 0:
             return self.fixed_interval_s
         for fraction in self.probes(slack):
-            # The on-time poll lands just after the expected finish, never before it by jitter.
-            target = fraction * expected_s + (ON_TIME_GUARD_S if fraction == 1.0 else 0.0)
-            if target - waited_s >= self.min_interval_s:
-                return jitter(target - waited_s, rng)
+            if fraction == 1.0:
+                # The on-time poll: the guard after the expected finish, jittered later only, so it
+                # asks exactly the question the timing model learns from (done by then, or not).
+                target = expected_s + ON_TIME_GUARD_S
+                if target - waited_s >= self.min_interval_s:
+                    return jitter(target - waited_s, rng, later_only=True)
+            elif fraction * expected_s - waited_s >= self.min_interval_s:
+                return jitter(fraction * expected_s - waited_s, rng)
         fraction = overdue_fraction(slack)
         interval = min(max(fraction * max(waited_s, expected_s), self.min_interval_s), self.max_interval_s)
         return jitter(interval, rng)
@@ -72,7 +76,7 @@ def overdue_fraction(slack: float) -> float:
     return with_slack + (without - with_slack) * pressure
 
 
-def jitter(delay_s: float, rng: random.Random | None = None) -> float:
+def jitter(delay_s: float, rng: random.Random | None = None, *, later_only: bool = False) -> float:
     """Spread requests of a batch submitted together: +/-5 %, at most +/-3 s, never below 0.1 s."""
     spread = min(JITTER_FRACTION * delay_s, JITTER_MAX_S)
-    return max(delay_s + (rng or random).uniform(-spread, spread), 0.1)
+    return max(delay_s + (rng or random).uniform(0.0 if later_only else -spread, spread), 0.1)
