@@ -5,13 +5,14 @@ clock, so workers with skewed clocks still share one exact window: at most ``lim
 any ``period_s``. ``try_acquire`` never blocks: it returns how long to wait, so a Celery task can
 re-enqueue itself with that countdown instead of sleeping in a worker slot.
 
-Two classes of request share the window, and submits come first: every submit is billable work
-that cannot start until it gets a slot, while a poll that waits only delays noticing a finished
-job. Whoever is refused joins a queue of its class (a second sorted set, first refusal first), and
-a slot goes to the head of the queue: submits ahead of polls, except that polls always keep
-``1 - submit_share`` of the window, so a flood of submits cannot starve them either. The answer
-to a refused caller is when *its* turn comes, not when the next slot frees, so a hundred waiting
-tasks do not all come back at once.
+Two classes of request share the window. Whoever is refused joins a queue of its class (a
+sorted set, first refusal first), and while both classes have callers waiting, each keeps its
+share of the window: ``submit_share`` for submits, the rest for polls (half and half by default:
+one submit and one poll per recording is the whole cost of a recording). So a flood of polls
+cannot starve submits, nor a flood of submits keep every finished job from being noticed; with
+one class waiting alone it may use the whole window. The answer to a refused caller is when
+*its* turn comes, not when the next slot frees, so a hundred waiting tasks do not all come back
+at once.
 
 The window is ``safety_s`` longer than the rate's period: a request takes a slot here a moment
 before it reaches Plaud, and that moment varies; without the margin two requests a period apart
@@ -37,8 +38,8 @@ POLL = "poll"
 SAFETY_S = 1.0
 DEFAULT_SUBMIT_SHARE = 0.5
 
-# KEYS = window, submit queue, poll queue.
-# ARGV = limit, period us, slot member, waiter id, class, submit share, waiter ttl us.
+# KEYS = window (all requests), submit queue, poll queue, window of this caller's class.
+# ARGV = limit, period us, slot member, waiter id, class, this class's share, waiter ttl us.
 # Returns 0 when a slot was taken, else microseconds until this caller's turn.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -48,31 +49,40 @@ local period = tonumber(ARGV[2])
 local waiter = ARGV[4]
 local is_submit = ARGV[5] == 'submit'
 local own_queue = is_submit and KEYS[2] or KEYS[3]
+local other_queue = is_submit and KEYS[3] or KEYS[2]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - period)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[7]))
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
 local used = redis.call('ZCARD', KEYS[1])
+local own_used = redis.call('ZCARD', KEYS[4])
 local ahead = redis.call('ZRANK', own_queue, waiter) or redis.call('ZCARD', own_queue)
-if not is_submit then
-  -- Slots held back for waiting submits, but never more than their share of the window.
-  local reserve = math.min(redis.call('ZCARD', KEYS[2]), math.floor(limit * tonumber(ARGV[6])))
-  ahead = ahead + reserve
+-- While the other class has callers waiting, this class keeps to its share of the window.
+local own_limit = limit
+if redis.call('ZCARD', other_queue) > 0 then
+  own_limit = math.max(math.floor(limit * tonumber(ARGV[6])), 1)
 end
-if used + ahead < limit then
+if used + ahead < limit and own_used + ahead < own_limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('ZADD', KEYS[4], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.ceil(period / 1000))
+  redis.call('PEXPIRE', KEYS[4], math.ceil(period / 1000))
   redis.call('ZREM', own_queue, waiter)
   return 0
 end
 redis.call('ZADD', own_queue, 'NX', now, waiter)
 redis.call('PEXPIRE', own_queue, math.ceil(tonumber(ARGV[7]) / 1000))
--- This caller's turn: when the (used + ahead - limit)-th slot of the window frees, a period
--- later for every full window of callers ahead of it.
-local index = used + ahead - limit
-local rounds = math.floor(index / math.max(used, 1))
-local slot = redis.call('ZRANGE', KEYS[1], index % math.max(used, 1), index % math.max(used, 1), 'WITHSCORES')
-local frees_at = slot[2] and tonumber(slot[2]) + period or now + period
-return math.max(frees_at - now + rounds * period, 1000)
+-- This caller's turn: for each window that binds, when its (count + ahead - cap)-th slot frees,
+-- a period later for every full window of callers ahead; the later of the two.
+local function turn(window, count, cap)
+  if count + ahead < cap then return 0 end
+  local index = count + ahead - cap
+  local rounds = math.floor(index / math.max(count, 1))
+  local slot = redis.call('ZRANGE', window, index % math.max(count, 1), index % math.max(count, 1), 'WITHSCORES')
+  local frees_at = slot[2] and tonumber(slot[2]) + period or now + period
+  return frees_at - now + rounds * period
+end
+return math.max(turn(KEYS[1], used, limit), turn(KEYS[4], own_used, own_limit), 1000)
 """
 
 # KEYS = window, submit queue, poll queue, planned; ARGV = period us, how long a plan outlives its time us.
@@ -133,6 +143,7 @@ class RedisLimiter:
         self.rate = rate
         self.redis = redis
         self.keys = [key, f"{key}:waiting:{SUBMIT}", f"{key}:waiting:{POLL}", f"{key}:planned"]
+        self.class_windows = {SUBMIT: f"{key}:used:{SUBMIT}", POLL: f"{key}:used:{POLL}"}
         self.period_us = int((rate.period_s + safety_s) * 1_000_000)
         self.submit_share = submit_share
         # A waiter that never came back (its task died) leaves the queue after this long.
@@ -143,9 +154,10 @@ class RedisLimiter:
     def try_acquire(self, waiter: str | None = None, kind: str = SUBMIT) -> float:
         if kind not in (SUBMIT, POLL):
             raise ValueError(f"kind must be {SUBMIT!r} or {POLL!r}, got {kind!r}")
-        wait_us = self._acquire(keys=self.keys[:3], args=[self.rate.limit, self.period_us, uuid.uuid4().hex,
-                                                      waiter or uuid.uuid4().hex, kind, self.submit_share,
-                                                      self.waiter_ttl_us])
+        share = self.submit_share if kind == SUBMIT else 1.0 - self.submit_share
+        wait_us = self._acquire(keys=[*self.keys[:3], self.class_windows[kind]],
+                                args=[self.rate.limit, self.period_us, uuid.uuid4().hex, waiter or uuid.uuid4().hex,
+                                      kind, share, self.waiter_ttl_us])
         return int(wait_us) / 1_000_000
 
     def load(self) -> Load:

@@ -61,8 +61,10 @@ def runtime() -> Runtime:
     connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
                                       socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
     client = PlaudClient(config, redis=connection)
-    return Runtime(settings, config, connection, client, RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
-                   PollSchedule(min_interval_s=settings.poll_min_interval_s, max_interval_s=settings.poll_max_interval_s,
+    store = RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s)
+    return Runtime(settings, config, connection, client, store,
+                   PollSchedule(min_interval_s=settings.poll_min_interval_s,
+                                max_interval_s=settings.poll_max_interval_s,
                                 fixed_interval_s=settings.poll_fixed_interval_s),
                    TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf))
 

@@ -200,7 +200,7 @@ def test_with_user_token_retries_a_401_once_with_a_fresh_token():
 
 
 @pytest.mark.parametrize("make", [lambda r: MemoryLimiter(r),
-                                  lambda r: RedisLimiter(fakeredis.FakeRedis(), r, key="plaud:ratelimit:t", safety_s=0)])
+                                  lambda r: RedisLimiter(fakeredis.FakeRedis(), r, key="t", safety_s=0)])
 def test_limiter_allows_the_budget_then_says_how_long_to_wait(make):
     limiter = make(Rate(3, 60))
     assert [limiter.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -216,7 +216,7 @@ def test_redis_limiter_is_shared_by_instances():
     assert a.try_acquire() > 0 and b.try_acquire() > 0
 
 
-def test_refused_callers_queue_submits_first_and_each_hears_its_own_turn():
+def test_each_refused_caller_hears_its_own_turn():
     limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 60), key="k", safety_s=0)
     for i in range(4):
         assert limiter.try_acquire(f"p{i}", POLL) == 0.0
@@ -230,15 +230,22 @@ def test_refused_callers_queue_submits_first_and_each_hears_its_own_turn():
     assert (load.used, load.submits_waiting, load.polls_waiting, load.slack) == (4, 2, 1, 0.0)
 
 
-def test_polls_cannot_take_the_slots_held_for_waiting_submits():
+@pytest.mark.parametrize("first,second", [(POLL, SUBMIT), (SUBMIT, POLL)])
+def test_while_both_kinds_wait_each_keeps_half_the_window(first, second):
     limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 1), key="k", safety_s=0.2)
-    assert [limiter.try_acquire(f"p{i}", POLL) for i in range(4)] == [0.0] * 4
-    assert limiter.try_acquire("s1", SUBMIT) > 0 and limiter.try_acquire("s2", SUBMIT) > 0
-    time.sleep(1.3)  # the window empties; two submits still wait
-    assert limiter.try_acquire("p5", POLL) == 0.0 and limiter.try_acquire("p6", POLL) == 0.0
-    assert limiter.try_acquire("p7", POLL) > 0  # the other half of the window is the submits'
-    assert limiter.try_acquire("s1", SUBMIT) == 0.0 and limiter.try_acquire("s2", SUBMIT) == 0.0
+    assert [limiter.try_acquire(f"{first}{i}", first) for i in range(4)] == [0.0] * 4
+    assert limiter.try_acquire("w1", second) > 0 and limiter.try_acquire("w2", second) > 0
+    time.sleep(1.3)  # the window empties; two of the second kind still wait
+    assert limiter.try_acquire("a5", first) == 0.0 and limiter.try_acquire("a6", first) == 0.0
+    assert limiter.try_acquire("a7", first) > 0  # the other half is for the waiting kind
+    assert limiter.try_acquire("w1", second) == 0.0 and limiter.try_acquire("w2", second) == 0.0
     assert limiter.load().used == 4
+
+
+def test_one_kind_alone_may_use_the_whole_window():
+    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 60), key="k", safety_s=0)
+    assert [limiter.try_acquire(f"s{i}", SUBMIT) for i in range(4)] == [0.0] * 4
+    assert limiter.try_acquire("s5", SUBMIT) > 0
 
 
 def test_slack_counts_the_requests_planned_for_the_coming_period():
