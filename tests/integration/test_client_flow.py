@@ -14,6 +14,7 @@ import soundfile
 
 from plaud.client import PlaudClient
 from plaud.errors import BudgetSpent, NotFound, SourceError, UnsupportedAudio
+from plaud.ratelimit import SAFETY_S
 from plaud.rates import Rate
 from plaud.transcriptions import TranscriptionStatus
 
@@ -141,5 +142,5 @@ def test_fleet_wide_budget_is_shared_through_redis(plaud_config, redis_client, a
             client.get("task_exec_unknown")
     with pytest.raises(BudgetSpent) as info:
         second.get("task_exec_unknown")
-    assert 0 < info.value.retry_after_s <= 60
+    assert 0 < info.value.retry_after_s <= 60 + SAFETY_S  # the window is a safety margin longer
     assert api.stats()["requests"]["get_transcription"] == {"404": 3}
