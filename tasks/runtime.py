@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -15,6 +16,11 @@ from .records import RecordStore
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .timing import TimingModel
+
+# Where plaud.transcribe waits: the default queue of a bare Celery client, and the API queue
+# the app routes it to. The API queue holds submits and delivers too; counting them as new
+# recordings only makes early probes rarer while the fleet is busy.
+ENTRY_QUEUES = ("celery", "plaud.api")
 
 
 @dataclass
@@ -30,7 +36,19 @@ class Runtime:
     def budget_slack(self) -> float:
         """The share of the fleet's Transcription API budget nobody needs this period (1.0: no limit)."""
         load = self.client.budget_load()
-        return 1.0 if load is None else load.slack
+        if load is None:
+            return 1.0
+        # Recordings still in the broker, not yet entered, will each submit and poll too.
+        return dataclasses.replace(load, planned=load.planned + 2 * self.entries_waiting()).slack
+
+    def entries_waiting(self) -> int:
+        """Messages in the queues where entry tasks wait (0 when the broker is another Redis)."""
+        if self.settings.broker != self.settings.redis_url:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in ENTRY_QUEUES:
+            pipe.llen(queue)
+        return sum(pipe.execute())
 
     # The budget's plan: the Transcription API requests each live recording will still make, so
     # that early probes only use budget no recording on its way will need.

@@ -97,3 +97,14 @@ def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(rt, monkeypatch
     assert record.get("submit_requests") is None and record.get("possible_duplicate_submit") is None
     assert limited.client.limiter.load().submits_waiting == 1
     assert api.stats()["transcriptions_created"] == 0
+
+
+def test_recordings_still_in_the_broker_count_against_the_budgets_slack(rt, monkeypatch, redis_client):
+    monkeypatch.setenv("PLAUD_TX_RATE_LIMIT", "10/m")
+    reset_runtime()
+    limited = runtime()
+    assert limited.budget_slack() == 1.0
+    redis_client.rpush("celery", "entry-1", "entry-2")  # two recordings not yet entered
+    redis_client.rpush("plaud.api", "entry-3")
+    assert limited.entries_waiting() == 3
+    assert limited.budget_slack() == pytest.approx(0.4)  # each will submit and poll: 6 of 10

@@ -224,6 +224,13 @@ def test_webhooks_need_a_secret_and_callbacks_a_queue_of_their_own():
     assert validate({"source": "/a.mp3", "callback_task": "billing.on_transcript"})["callback_task"]
 
 
+def test_the_budget_watches_the_queues_entry_tasks_wait_in():
+    from tasks.runtime import ENTRY_QUEUES
+    from workers.celery_app import ENTRY, ROUTES
+
+    assert set(ENTRY_QUEUES) == {ENTRY, ROUTES["plaud.transcribe"]["queue"]}
+
+
 def test_the_app_settings_that_matter():
     from workers.celery_app import make_app
 
