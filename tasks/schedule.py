@@ -12,9 +12,10 @@ submit could have used, so the schedule aims one request at each recording's exp
 A probe is a bet made ahead of time, so it is checked again when its time comes: with less than
 ``PROBE_MIN_SLACK`` left by then it is skipped for the on-time poll (``probe_still_worth_it``).
 
-One request lands just after the expected finish. After it, the interval is a fraction of the time
-already waited (5 % with slack, up to 20 % without; 2 s to 2 min), so a job that runs long costs a
-few more polls, not hundreds, and the detection delay stays a small share of the processing time.
+The on-time poll lands a 3-s guard after the expected finish. After it, the interval is a
+fraction of the time already waited (5 % with slack, up to 20 % without; 2 s to 2 min), so a
+job that runs long costs a few more polls, not hundreds, and the detection delay stays a small
+share of the processing time.
 
 This decides when the next *request* is made. The poll task re-enqueues itself in hops no
 longer than the countdown cap (well below the broker's visibility timeout); a hop that arrives

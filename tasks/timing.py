@@ -3,8 +3,9 @@
 The two numbers live in one Redis hash, so every worker schedules from what all of them have
 seen, and a restarted fleet starts where it left off. The configured values are only the prior.
 
-Learning uses the one fact each recording reveals for sure, at its first poll on or after its
-expected time: done (a hit) or not (a miss). An early probe that finds it done is a hit too.
+Learning uses the one fact each recording reveals for sure, at its on-time poll (a guard of a
+few seconds after its expected time): done (a hit) or not (a miss). An early probe that finds it
+done is a hit too.
 That bit is exactly what quantile regression needs: a stochastic-gradient step on the pinball
 loss shrinks the estimate a little on a hit and grows it more on a miss, and settles where
 ``TARGET_HIT_RATE`` of recordings are done when first polled on time. Each parameter moves by
