@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -107,7 +108,6 @@ def report(result: dict[str, Any], rate_per_min: int) -> None:
     model = result["model"]
     learned = ""
     if model.get("log_rtf"):
-        import math
         learned = (f"; model now {math.exp(float(model['log_base'])):.2f} s + "
                    f"{math.exp(float(model['log_rtf'])):.4f} x audio ({model.get('hits', 0)} hits, "
                    f"{model.get('misses', 0)} misses)")

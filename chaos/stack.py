@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from workers.local_redis import RedisServer, free_port
+from workers.local_redis import RedisServer, free_port, stop_process
 from workers.local_stack import WorkerProcess
 
 
@@ -135,13 +135,7 @@ class Service:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_s=20)
 
 
 def start_flower(env: dict[str, str], logdir: str, user: str, password: str) -> tuple[Service, str]:

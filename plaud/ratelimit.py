@@ -130,8 +130,9 @@ class Limiter(Protocol):
     def load(self) -> Load:
         """The window's state now, for callers that plan requests ahead."""
 
-    def plan(self, request: str, at_s: float) -> None:
-        """A request named ``request`` will be made at ``at_s`` (epoch seconds); replaces its earlier plan."""
+    def plan(self, request: str, at_s: float, *, instead_of: tuple[str, ...] = ()) -> None:
+        """A request named ``request`` will be made at ``at_s`` (epoch seconds), replacing its earlier
+        plan and those of ``instead_of`` (requests it stands for that will not be made)."""
 
     def unplan(self, *requests: str) -> None:
         """These requests will not be made (any more)."""
@@ -164,8 +165,10 @@ class RedisLimiter:
         used, submits, polls, planned = self._load(keys=self.keys, args=[self.period_us, self.waiter_ttl_us])
         return Load(self.rate.limit, int(used), int(submits), int(polls), int(planned))
 
-    def plan(self, request: str, at_s: float) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    def plan(self, request: str, at_s: float, *, instead_of: tuple[str, ...] = ()) -> None:
+        pipe = self.redis.pipeline(transaction=False)  # one round trip: this runs at every poll
+        if instead_of:
+            pipe.zrem(self.keys[3], *instead_of)
         pipe.zadd(self.keys[3], {request: at_s})
         pipe.expire(self.keys[3], int(self.waiter_ttl_us / 1_000_000) + 86400)
         pipe.execute()
@@ -191,7 +194,7 @@ class MemoryLimiter:
         with self._lock:
             return Load(self.rate.limit, self._window.count(time.monotonic()))
 
-    def plan(self, request: str, at_s: float) -> None:
+    def plan(self, request: str, at_s: float, *, instead_of: tuple[str, ...] = ()) -> None:
         pass  # one process plans nothing ahead: its own requests are all it would count
 
     def unplan(self, *requests: str) -> None:

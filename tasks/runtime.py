@@ -63,8 +63,7 @@ class Runtime:
     def plan_poll(self, recording_id: str, at_s: float) -> None:
         """The recording's next poll is at ``at_s``; its submit is done."""
         if self.client.limiter is not None:
-            self.client.limiter.unplan(f"submit:{recording_id}")
-            self.client.limiter.plan(f"poll:{recording_id}", at_s)
+            self.client.limiter.plan(f"poll:{recording_id}", at_s, instead_of=(f"submit:{recording_id}",))
 
     def plan_nothing_more(self, recording_id: str) -> None:
         """The recording is done with Plaud's Transcription API (finished or failed)."""
