@@ -1,11 +1,13 @@
 # The two set-up commands of the README. Each installs what a fresh Debian machine lacks
 # (redis-server, python3-venv, and chromium for the tests) and the project into .venv on first use.
+# Also: `make lint` (ruff and mypy, as CI runs them) and `make test-fast` (the suite without the
+# tests marked slow, browser or chaos: about a minute, for the edit-test loop; `make test` runs all).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench system-packages test-packages clean
+.PHONY: demo test test-fast lint bench system-packages test-packages clean
 
 system-packages:
 	@missing=""; \
@@ -19,7 +21,7 @@ system-packages:
 $(BIN)/plaud-workers: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 demo: system-packages $(BIN)/plaud-workers
@@ -31,6 +33,13 @@ test-packages:
 
 test: system-packages test-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest
+
+test-fast: system-packages $(BIN)/plaud-workers
+	$(BIN)/python -m pytest -m "not slow and not browser and not chaos"
+
+lint: system-packages $(BIN)/plaud-workers
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.sandbox_upload --size-mib 1024 --parallel 8

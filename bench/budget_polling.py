@@ -38,6 +38,8 @@ from typing import Any
 import redis
 from celery import Celery
 
+from tasks import names
+
 DURATIONS_S = (20, 45, 90, 180, 360, 720)
 SANDBOX_TIMING = ("--processing-base-s", "2", "--processing-rtf", "0.03", "--processing-jitter", "0.1")
 
@@ -64,7 +66,7 @@ def run_batch(label: str, *, sandbox: Any, redis_url: str, files: list[str], n: 
     try:
         run = f"{re.sub('[^a-z0-9]+', '-', label)}-{time.time_ns()}"
         started = time.time()
-        handles = [client.send_task("plaud.transcribe", kwargs={"source": files[i % len(files)],
+        handles = [client.send_task(names.TRANSCRIBE, kwargs={"source": files[i % len(files)],
                                                                  "recording_id": f"{run}-{i}"})
                    for i in range(n)]
         deadline = time.monotonic() + 1800
@@ -80,7 +82,7 @@ def run_batch(label: str, *, sandbox: Any, redis_url: str, files: list[str], n: 
             records.append({k.decode(): _value(v) for k, v in fields.items()})
         timings = admin(sandbox.origin, "transcriptions")
         stats = admin(sandbox.origin, "stats")
-        model = {k.decode(): v.decode() for k, v in redis.hgetall("plaud:timing").items()}
+        model = {k.decode(): v.decode() for k, v in redis.hgetall(names.TIMING_KEY).items()}
     finally:
         worker.stop()
     done = [r for r in records if r.get("done_seen_at")]
@@ -159,7 +161,7 @@ def main() -> None:
                 else:
                     # Keep what the model learned; start the limiter's window afresh, as the sandbox's.
                     connection = redis.Redis.from_url(server.url)
-                    for key in connection.scan_iter("plaud:ratelimit:*"):
+                    for key in connection.scan_iter(names.TX_BUDGET_PREFIX + "*"):
                         connection.delete(key)
                 env = {**base_env, "REDIS_URL": server.url, **extra}
                 results.append(run_batch(label, sandbox=sandbox, redis_url=server.url, files=files,

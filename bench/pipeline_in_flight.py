@@ -20,6 +20,8 @@ import time
 
 import redis as redis_lib
 
+from tasks import names
+
 from .proc import status_kib, tree_rss_kib
 
 
@@ -72,7 +74,7 @@ def main() -> None:
                 run = f"inflight-{time.time_ns()}"
                 started = time.monotonic()
                 for i in range(args.recordings):
-                    client.send_task("plaud.transcribe", kwargs={"source": sample, "recording_id": f"{run}-{i}"})
+                    client.send_task(names.TRANSCRIBE, kwargs={"source": sample, "recording_id": f"{run}-{i}"})
                 enqueued_s = time.monotonic() - started
                 r = redis_lib.Redis.from_url(server.url)
                 keys = [f"plaud:rec:{run}-{i}" for i in range(args.recordings)]

@@ -17,6 +17,8 @@ import time
 
 from celery import Celery
 
+from tasks import names
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +47,7 @@ def main() -> None:
                 try:
                     client = Celery(broker=server.url, backend=server.url)
                     started = time.monotonic()
-                    handles = [client.send_task("plaud.transcribe", kwargs={"source": path})
+                    handles = [client.send_task(names.TRANSCRIBE, kwargs={"source": path})
                                for path in files]
                     while not all(h.ready() for h in handles):
                         if time.monotonic() - started > 1800:

@@ -18,6 +18,8 @@ import time
 
 from celery import Celery, chain
 
+from tasks import names
+
 
 def wait_all(handles, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
@@ -53,7 +55,7 @@ def main() -> None:
                                    extra_args=("-I", "bench.noop_tasks")).start()
             try:
                 client = Celery(broker=server.url, backend=server.url)
-                client.conf.task_routes = {"bench.noop": {"queue": "plaud.api"}}
+                client.conf.task_routes = {"bench.noop": {"queue": names.API_QUEUE}}
                 # Baseline: entry + a 4-task chain of no-ops per item.
                 started = time.monotonic()
                 noops = [chain(*(client.signature("bench.noop", immutable=True) for _ in range(5))).apply_async()
@@ -62,7 +64,7 @@ def main() -> None:
 
                 started = time.monotonic()
                 run = f"bench-{time.time_ns()}"
-                handles = [client.send_task("plaud.transcribe", kwargs={"source": sample,
+                handles = [client.send_task(names.TRANSCRIBE, kwargs={"source": sample,
                                                                          "recording_id": f"{run}-{i}"})
                            for i in range(args.recordings)]
                 pipeline_s = wait_all(handles, 1800) - started

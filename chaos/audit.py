@@ -7,8 +7,9 @@ A finding names the place and the kind of secret, never the secret itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 import requests

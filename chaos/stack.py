@@ -76,7 +76,7 @@ class Fleet:
         return WorkerProcess(self.env, concurrency=self.concurrency, name=f"chaos{index}",
                              logfile=os.path.join(self.logdir, f"worker{index}.log"))
 
-    def start(self) -> "Fleet":
+    def start(self) -> Fleet:
         for worker in self.workers:
             worker.start()
         return self

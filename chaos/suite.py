@@ -41,6 +41,7 @@ import redis
 
 from plaud.sandbox import SandboxProcess, admin
 from plaud.sandbox.testaudio import make_recording
+from tasks import names
 
 from .audit import Needles, audit
 from .stack import DurableRedis, Fleet, Service, start_flower
@@ -95,7 +96,7 @@ def enqueue_all(app: Any, batch: list[Enqueued], over_s: float, stop: threading.
             item.attempts += 1
             started = time.monotonic()
             try:
-                result = app.send_task("plaud.transcribe", kwargs={"source": item.source,
+                result = app.send_task(names.TRANSCRIBE, kwargs={"source": item.source,
                                                                     "recording_id": item.recording_id})
                 item.task_id = result.id
             except Exception as exc:  # what a caller sees when Redis is away
@@ -111,7 +112,7 @@ def enqueue_all(app: Any, batch: list[Enqueued], over_s: float, stop: threading.
 def states(client: redis.Redis, batch: list[Enqueued]) -> dict[str, dict[str, Any]]:
     out = {}
     for item in batch:
-        fields = client.hgetall(f"plaud:rec:{item.recording_id}")
+        fields = client.hgetall(names.record_key(item.recording_id))
         record = {}
         for key, raw in fields.items():
             try:

@@ -19,10 +19,12 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .errors import AuthError, FatalError, PlaudTimeout
+from .keys import TOKEN_PREFIX
 from .sealing import Sealer
 
 log = logging.getLogger("plaud.auth")
@@ -97,7 +99,7 @@ class MemoryTokenStore:
 class RedisTokenStore:
     """Tokens shared through Redis, sealed at rest, fetched by one process at a time."""
 
-    def __init__(self, redis: Any, sealer: Sealer, *, prefix: str = "plaud:token:",
+    def __init__(self, redis: Any, sealer: Sealer, *, prefix: str = TOKEN_PREFIX,
                  lock_ttl_s: float = LOCK_TTL_S) -> None:
         self.redis = redis
         self.sealer = sealer

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import requests
 
@@ -23,6 +24,7 @@ from . import retry
 from .auth import MemoryTokenStore, RedisTokenStore, TokenProvider
 from .config import PlaudConfig
 from .errors import BadRequest, BudgetSpent
+from .keys import tx_budget_key
 from .ratelimit import POLL, SUBMIT, Limiter, Load, MemoryLimiter, RedisLimiter
 from .redact import register_secrets
 from .sealing import Sealer
@@ -57,13 +59,13 @@ class PlaudClient:
                                     mint_user=self._mint_user)
         self.limiter: Limiter | None = None
         if config.tx_rate_limit is not None:
-            self.limiter = (RedisLimiter(redis, config.tx_rate_limit, key=f"plaud:ratelimit:tx:{config.client_id}")
+            self.limiter = (RedisLimiter(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id))
                             if redis is not None else MemoryLimiter(config.tx_rate_limit))
         self.uploader = Uploader(self, self.transport, parallel_parts=config.parallel_parts,
                                  part_timeout_s=config.part_timeout_s, policy=policy)
 
     @classmethod
-    def from_env(cls, *, redis: Any = None, **kwargs: Any) -> "PlaudClient":
+    def from_env(cls, *, redis: Any = None, **kwargs: Any) -> PlaudClient:
         return cls(PlaudConfig.from_env(), redis=redis, **kwargs)
 
     def _url(self, path: str) -> str:

@@ -9,8 +9,8 @@ file (``PLAUD_API_KEY_FILE=/run/secrets/plaud_api_key``), as container secrets a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -47,13 +47,13 @@ class PlaudConfig:
     ffmpeg_path: str = "ffmpeg"
 
     @classmethod
-    def sandbox(cls, base_url: str = SANDBOX_BASE_URL, **overrides: object) -> "PlaudConfig":
+    def sandbox(cls, base_url: str = SANDBOX_BASE_URL, **overrides: object) -> PlaudConfig:
         return cls(base_url=base_url, client_id=SANDBOX_CREDENTIALS["PLAUD_CLIENT_ID"],
                    secret_key=SANDBOX_CREDENTIALS["PLAUD_SECRET_KEY"], api_key=SANDBOX_CREDENTIALS["PLAUD_API_KEY"],
                    is_sandbox=True, **overrides)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PlaudConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PlaudConfig:
         env = os.environ if environ is None else environ
         region = env.get("PLAUD_REGION", "").strip().lower() or None
         base_url = env.get("PLAUD_BASE_URL", "").strip().rstrip("/") or None
@@ -78,7 +78,10 @@ class PlaudConfig:
                 raise ConfigError(f"{', '.join(missing)} must be set (or {missing[0]}_FILE) when PLAUD_REGION or "
                                   f"any Plaud credential is set")
             credentials = {name: given[name] or "" for name in CREDENTIAL_VARS}
-        url = base_url or (REGIONS[region] if region else SANDBOX_BASE_URL)
+        # Where a sandbox is, for deployments that run one (compose): used only when nothing names
+        # real Plaud, so that setting PLAUD_REGION and credentials is all it takes to go live.
+        sandbox_url = env.get("PLAUD_SANDBOX_URL", "").strip().rstrip("/") or SANDBOX_BASE_URL
+        url = base_url or (REGIONS[region] if region else sandbox_url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"PLAUD_BASE_URL={url!r} is not an http(s) URL")

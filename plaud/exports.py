@@ -9,7 +9,8 @@ prefix the line (txt, srt) or use WebVTT's voice tag.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FORMATS = ("json", "txt", "srt", "vtt")
 

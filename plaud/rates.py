@@ -18,7 +18,7 @@ class Rate:
     period_s: float
 
     @classmethod
-    def parse(cls, text: str) -> "Rate":
+    def parse(cls, text: str) -> Rate:
         match = _RATE_RE.match(text)
         if not match or int(match.group(1)) < 1:
             raise ValueError(f"{text!r} is not a rate like '10/m', '60/min', '5/s' or '100/h'")

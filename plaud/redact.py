@@ -1,7 +1,8 @@
 """One place that masks secrets in text: tokens, credentials and presigned-URL signatures.
 
-Used by the logging filter (installed on the ``plaud`` logger tree) and wherever an error
-message quotes something that came over the wire.
+Used by the logging filter (``install_log_redaction``: the workers put it on the handlers of
+the loggers Celery sets up, so every record that reaches a handler is masked) and wherever an
+error message quotes something that came over the wire.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Iterable
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 MASK = "***"
 
@@ -34,6 +36,15 @@ def register_secrets(values: Iterable[str | None]) -> None:
     """Add configured secrets (keys, tokens) to mask wherever they appear verbatim."""
     with _lock:
         _known_secrets.update(v for v in values if v and len(v) >= 6)
+
+
+def url_without_query(url: str) -> str:
+    """An http(s) URL as it may be shown: without its query, which may carry a signature.
+    Anything else (a local path) comes back as it is."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return url
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 _URL_QUERY = re.compile(r"(https?://[^\s'\"?#]+)\?[^\s'\"#]*")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .errors import BudgetSpent, PlaudConnectionError, PlaudError, RetryableError
 
@@ -33,8 +34,8 @@ def backoff_s(attempt: int, *, base_s: float = 0.25, cap_s: float = 10.0) -> flo
 
 def jittered(delay_s: float, rng: random.Random | None = None) -> float:
     """'Equal jitter': half fixed, half random, so retries spread out but never come at once."""
-    rng = rng or random
-    return delay_s / 2 + rng.uniform(0, delay_s / 2)
+    uniform = rng.uniform if rng is not None else random.uniform
+    return delay_s / 2 + uniform(0, delay_s / 2)
 
 
 def should_retry(exc: BaseException, *, idempotent: bool = True) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from .errors import AuthError, BadRequest, NotFound, SourceError, UnsupportedAudio
+from .redact import url_without_query
 from .transcode import UPLOADABLE, Transcoded, probe_duration_s, sniff, sniff_file, to_mp3
 from .transport import Transport
 
@@ -53,7 +55,7 @@ def prepare_source(source: str | os.PathLike[str] | IO[bytes], *, transport: Tra
                    workdir: str | None = None) -> Source:
     if hasattr(source, "read"):
         return _from_stream(source, size, filetype, bitrate_kbps, ffmpeg_path, workdir)  # type: ignore[arg-type]
-    text = os.fspath(source)  # type: ignore[arg-type]
+    text = os.fspath(source)
     scheme = urlsplit(text).scheme.lower()
     if scheme in ("http", "https"):
         return _from_url(text, transport, bitrate_kbps, ffmpeg_path, workdir)
@@ -105,7 +107,7 @@ def _from_stream(stream: IO[bytes], size: int | None, filetype: str | None, bitr
 
 
 def _from_url(url: str, transport: Transport, bitrate_kbps: int, ffmpeg_path: str, workdir: str | None) -> Source:
-    shown = _without_query(url)
+    shown = url_without_query(url)
     response = _get(transport, url, shown)
     length = response.headers.get("Content-Length")
     encoded = response.headers.get("Content-Encoding", "identity") not in ("", "identity")
@@ -118,7 +120,7 @@ def _from_url(url: str, transport: Transport, bitrate_kbps: int, ffmpeg_path: st
         first = {"response": response, "head": head}
 
         @contextmanager
-        def stream_url() -> Iterator[IO[bytes]]:
+        def stream_url() -> Iterator[_Prefixed]:
             # The first read reuses the response we already opened; a restart fetches again.
             if first:
                 current, prefix = first.pop("response"), first.pop("head")
@@ -191,12 +193,6 @@ def _spool(read: Callable[[int], bytes], workdir: str | None, head: bytes = b"")
         while block := read(SPOOL_BLOCK_BYTES):
             out.write(block)
     return path
-
-
-def _without_query(url: str) -> str:
-    """The URL as shown in messages: a query may carry a signature."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 class _Prefixed:

@@ -1,9 +1,10 @@
 """Typed transcription states and one normalised transcript, whatever shape Plaud answers in.
 
-Accepted shapes (PLAUD_API.md 4.3): ``data.results[]`` or ``data.segments[]``; ``speaker_id``
-or ``speaker``; ``data.text`` or, when absent, the segments' text joined; the id and status at
-the top level or as ``data.task_id`` / ``data.task_status``; a failure reason in ``message`` or
-``data.error``. An empty transcript on SUCCESS is a valid result (audio without speech).
+Accepted shapes (docs/plaud-api.md, "Transcription results"): ``data.results[]`` or
+``data.segments[]``; ``speaker_id`` or ``speaker``; ``data.text`` or, when absent, the segments'
+text joined; the id and status at the top level or as ``data.task_id`` / ``data.task_status``; a
+failure reason in ``message`` or ``data.error``. An empty transcript on SUCCESS is a valid result
+(audio without speech).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-class TranscriptionStatus(str, enum.Enum):
+# Not StrEnum: that would change str() and f-strings of a member from 'TranscriptionStatus.X' to 'X'.
+class TranscriptionStatus(str, enum.Enum):  # noqa: UP042
     PENDING = "PENDING"
     RECEIVED = "RECEIVED"
     STARTED = "STARTED"
@@ -24,7 +26,7 @@ class TranscriptionStatus(str, enum.Enum):
     UNKNOWN = "UNKNOWN"  # a value not in the contract: keep polling, within the deadline
 
     @classmethod
-    def parse(cls, value: Any) -> "TranscriptionStatus":
+    def parse(cls, value: Any) -> TranscriptionStatus:
         try:
             return cls(str(value).upper())
         except ValueError:
@@ -87,7 +89,9 @@ def parse_state(body: Any, transcription_id: str = "") -> TranscriptionState:
 def parse_transcript(data: dict[str, Any]) -> Transcript:
     items = data.get("results")
     if not isinstance(items, list):
-        items = data.get("segments") if isinstance(data.get("segments"), list) else []
+        items = data.get("segments")
+        if not isinstance(items, list):
+            items = []
     segments = tuple(_segment(item) for item in items if isinstance(item, dict))
     text = data.get("text")
     if not isinstance(text, str):

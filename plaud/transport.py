@@ -15,8 +15,17 @@ from urllib.parse import urlsplit
 import requests
 import urllib3.exceptions
 
-from .errors import (AuthError, BadRequest, FatalError, NotFound, PlaudConnectionError, PlaudError, PlaudTimeout,
-                     RateLimited, ServerError)
+from .errors import (
+    AuthError,
+    BadRequest,
+    FatalError,
+    NotFound,
+    PlaudConnectionError,
+    PlaudError,
+    PlaudTimeout,
+    RateLimited,
+    ServerError,
+)
 from .redact import redact
 
 log = logging.getLogger("plaud.http")

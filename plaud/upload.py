@@ -17,8 +17,9 @@ import concurrent.futures
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import retry
 from .errors import AuthError, BadRequest, IntegrityError, NotFound, SourceError, UploadRestartNeeded
@@ -65,7 +66,7 @@ class UploadProgress:
                 "etags": {str(n): e for n, e in self.etags.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UploadProgress":
+    def from_dict(cls, data: dict[str, Any]) -> UploadProgress:
         return cls(data["file_id"], data["upload_id"], int(data["chunk_size"]), int(data["filesize"]),
                    data["filetype"], {int(n): u for n, u in data["part_urls"].items()},
                    {int(n): e for n, e in data.get("etags", {}).items()})
@@ -185,7 +186,7 @@ class Uploader:
                 if number not in progress.etags:
                     futures.append(pool.submit(send, number, data))
                 del data
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [exc for f in futures if (exc := f.exception()) is not None]
         if errors:
             # A restart outranks other failures: it is the one that can still succeed.
             raise next((e for e in errors if isinstance(e, UploadRestartNeeded)), errors[0])

@@ -7,12 +7,12 @@ from typing import Any
 
 from celery import shared_task
 
+from . import names
+from .failures import StageName
 from .notify import announce
 from .records import Record, RecordingState
 from .runtime import runtime
 from .stage import load
-
-NAME = "plaud.deliver"
 
 
 def build_result(record: Record) -> dict[str, Any]:
@@ -31,10 +31,10 @@ def build_result(record: Record) -> dict[str, Any]:
     }
 
 
-@shared_task(name=NAME, bind=True)
+@shared_task(name=names.DELIVER, bind=True)
 def deliver(self, recording_id: str) -> dict[str, Any]:
     rt = runtime()
-    record = load(rt, recording_id, "deliver")
+    record = load(rt, recording_id, StageName.DELIVER)
     if record.state is RecordingState.SUCCEEDED:
         return record.get("result")  # delivered already: same answer again
     result = build_result(record)

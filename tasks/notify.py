@@ -34,11 +34,10 @@ from celery import current_app, shared_task
 
 from plaud.errors import PlaudError
 
+from . import names
 from .records import Record
 from .runtime import Runtime, runtime
 
-NAME = "plaud.webhook"
-DEFAULT_CALLBACK_QUEUE = "plaud.callbacks"
 RETRY_STEPS = (1, 3, 12, 60, 180)  # x PLAUD_WEBHOOK_RETRY_BASE_S (5 s): 5 s, 15 s, 1 min, 5 min, 15 min
 log = logging.getLogger("plaud.notify")
 
@@ -100,13 +99,13 @@ def announce(rt: Runtime, recording_id: str, event_type: str, record: Record | N
     rt.store.update(recording_id, {"event_id": event["event_id"]})
     if record.get("webhook_url"):
         rt.store.update(recording_id, {"webhook_status": "pending", "webhook_attempts": 0})
-        webhook.apply_async((recording_id, event_type, event["event_id"]), queue="plaud.api")
+        webhook.apply_async((recording_id, event_type, event["event_id"]), queue=names.API_QUEUE)
     if record.get("callback_task"):
         current_app.send_task(record.get("callback_task"), kwargs={"event": event},
-                              queue=record.get("callback_queue") or DEFAULT_CALLBACK_QUEUE)
+                              queue=record.get("callback_queue") or names.CALLBACKS_QUEUE)
 
 
-@shared_task(name=NAME, bind=True, ignore_result=True, max_retries=None)
+@shared_task(name=names.WEBHOOK, bind=True, ignore_result=True, max_retries=None)
 def webhook(self, recording_id: str, event_type: str, event_id: str) -> None:
     rt = runtime()
     record = rt.store.get(recording_id)

@@ -1,6 +1,6 @@
 """Stage 3: one GET, then finish or re-enqueue itself with a countdown (keeping the chain).
 
-``self.retry(countdown=..., max_retries=None)`` re-sends this same task, chain and all, so the
+``self.retry_in(countdown_s)`` re-sends this same task, chain and all, so the
 worker slot is free while Plaud works. "Not done yet" is not an error: it spends nothing of the
 error budget, which counts only failed requests. A poll carries the record's ``poll_token``; when
 the reconciler replaces a lost poll it changes the token, and a stale poll that turns up later
@@ -12,18 +12,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 from celery.exceptions import Ignore, Retry
 
 from plaud.transcriptions import TranscriptionStatus
 
+from . import names
+from .failures import FailureKind, StageName
 from .records import Record, RecordingState
-from .runtime import Runtime, runtime
+from .runtime import Runtime
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
-from .stage import STAGE_TASK_OPTIONS, fail, load, on_error
+from .settings import PipelineSettings
+from .stage import StageTask
 from .timing import TimingEstimate
 
-NAME = "plaud.poll"
 EARLY_TOLERANCE_S = 0.5
 # The on-time poll asks between guard and guard + jitter after the expected finish; an answer up
 # to a second after that still came on time.
@@ -32,10 +34,16 @@ REAIM_CHANGE = 0.1  # re-plan a waiting poll when the learned expectation moved 
 REAIM_MIN_HOP_S = 5.0
 
 
-@shared_task(name=NAME, **STAGE_TASK_OPTIONS)
-def poll(self, recording_id: str, poll_token: str | None = None) -> None:
-    rt = runtime()
-    record = load(rt, recording_id, "poll")
+class PollTask(StageTask):
+    def attempt_limit(self, settings: PipelineSettings) -> int:
+        # A poll asks after a job Plaud is already running (and billing): worth riding out a longer outage.
+        return settings.poll_error_attempts
+
+
+@shared_task(name=names.POLL, base=PollTask, bind=True, stage=StageName.POLL)
+def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> None:
+    rt = self.rt
+    record = self.load(recording_id)
     if record.state is RecordingState.SUCCEEDED or record.get("transcript") is not None:
         return  # seen done already: on to deliver
     if poll_token is not None and poll_token != record.get("poll_token"):
@@ -54,56 +62,54 @@ def poll(self, recording_id: str, poll_token: str | None = None) -> None:
             fresh_s = fresh.expected_s(audio_s)
             if abs(fresh_s - expected_s) > REAIM_CHANGE * expected_s:
                 at = now + rt.schedule.next_delay_s(waited_s, fresh_s, rt.budget_slack())
-                raise wait_until(self, rt, recording_id, record, at, {"expected_s": round(fresh_s, 3),
+                raise wait_until(self, recording_id, record, at, {"expected_s": round(fresh_s, 3),
                                                                       **fresh.as_fields()})
-        raise self.retry(countdown=hop_s(rt, next_poll_at - now, waited_s, expected_s), max_retries=None)
+        raise self.retry_in(hop_s(rt, next_poll_at - now, waited_s, expected_s))
     late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
     if waited_s > rt.settings.poll_deadline_s:
-        raise fail(rt, recording_id, "poll", f"timed out: Plaud had not finished after "
-                                             f"{rt.settings.poll_deadline_s} s (last status "
-                                             f"{record.get('plaud_status', 'unknown')})")
+        raise self.failed(recording_id, FailureKind.TIMED_OUT, f"timed out: Plaud had not finished after "
+                                                               f"{rt.settings.poll_deadline_s} s (last status "
+                                                               f"{record.get('plaud_status', 'unknown')})")
     if not rt.schedule.probe_still_worth_it(waited_s, expected_s, rt.budget_slack()):
         # The budget got tight since this probe was planned: wait for the on-time poll instead.
         rt.store.increment(recording_id, "probes_skipped")
-        raise wait_until(self, rt, recording_id, record, now + rt.schedule.next_delay_s(waited_s, expected_s, 0.0))
-    try:
+        raise wait_until(self, recording_id, record, now + rt.schedule.next_delay_s(waited_s, expected_s, 0.0))
+    with self.errors_handled(recording_id):
         state = rt.client.get(record.get("transcription_id"))
-    except Retry:
-        raise
-    except Exception as exc:
-        raise on_error(self, rt, recording_id, "poll", exc) from None
     polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
         rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
     if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
         rt.plan_nothing_more(recording_id)
-    if state.status is TranscriptionStatus.SUCCESS:
+    if state.status is TranscriptionStatus.SUCCESS and state.transcript is not None:  # always, on SUCCESS
         rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
                                        "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
         return
     if state.status.is_failure:
-        raise fail(rt, recording_id, "poll", f"Plaud reported {state.raw_status}: "
-                                             f"{state.message or 'no reason given'}")
+        raise self.failed(recording_id, FailureKind.PLAUD_FAILED, f"Plaud reported {state.raw_status}: "
+                                                                  f"{state.message or 'no reason given'}")
     delay = rt.schedule.next_delay_s(time.time() - submitted_at, expected_s, rt.budget_slack())
     next_at = time.time() + delay
     rt.plan_poll(recording_id, next_at)
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
         "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
-    raise self.retry(countdown=hop_s(rt, delay, time.time() - submitted_at, expected_s), max_retries=None)
+    raise self.retry_in(hop_s(rt, delay, time.time() - submitted_at, expected_s))
 
 
-def wait_until(task: Task, rt: Runtime, recording_id: str, record: Record, at: float,
+def wait_until(task: StageTask, recording_id: str, record: Record, at: float,
                fields: dict[str, Any] | None = None) -> Retry:
-    """Move the next request to ``at`` (in the record, the reconciler's due index and the budget's plan)."""
+    """Move the next request to ``at`` (in the record, the reconciler's due index and the budget's plan);
+    returns the retry to raise."""
+    rt = task.rt
     now = time.time()
     rt.store.update(recording_id, {"next_poll_at": at, **(fields or {})})
     rt.store.set_due(recording_id, at + rt.settings.reconcile_grace_s)
     rt.plan_poll(recording_id, at)
     waited_s = now - record.number("submitted_at", now)
     expected_s = (fields or {}).get("expected_s") or record.number("expected_s")
-    return task.retry(countdown=hop_s(rt, at - now, waited_s, expected_s), max_retries=None)
+    return task.retry_in(hop_s(rt, at - now, waited_s, expected_s))
 
 
 def hop_s(rt: Runtime, remaining_s: float, waited_s: float, expected_s: float) -> float:

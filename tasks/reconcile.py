@@ -15,19 +15,20 @@ import uuid
 
 from celery import shared_task
 
+from . import names
+from .failures import Failure, FailureKind, StageName
 from .records import RecordingState
 from .runtime import Runtime, runtime
 from .transcribe import pipeline
 
-NAME = "plaud.reconcile"
 log = logging.getLogger("plaud.reconcile")
 
 START_BY_STATE = {
-    RecordingState.QUEUED: "upload",
-    RecordingState.UPLOADING: "upload",
-    RecordingState.UPLOADED: "submit",
-    RecordingState.SUBMITTED: "poll",
-    RecordingState.PROCESSING: "poll",
+    RecordingState.QUEUED: StageName.UPLOAD,
+    RecordingState.UPLOADING: StageName.UPLOAD,
+    RecordingState.UPLOADED: StageName.SUBMIT,
+    RecordingState.SUBMITTED: StageName.POLL,
+    RecordingState.PROCESSING: StageName.POLL,
 }
 
 
@@ -44,19 +45,20 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
             rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)  # a stage is at work
             continue
         start = START_BY_STATE[record.state]
-        if start == "poll" and record.get("transcript") is not None:
-            start = "deliver"
+        if start is StageName.POLL and record.get("transcript") is not None:
+            start = StageName.DELIVER
         token = uuid.uuid4().hex[:12]
         rt.store.update(recording_id, {"poll_token": token, "reconciled_at": now})
         rt.store.increment(recording_id, "reconciled")
         rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
         pipeline(recording_id, token, task_id=record.get("task_id"), start=start).apply_async()
-        log.warning("recording %s was overdue in %s; re-enqueued from %s", recording_id, record.state.value, start)
+        log.warning("recording %s was overdue in %s; re-enqueued from %s", recording_id, record.state.value,
+                    start.value)
         revived.append(recording_id)
     return revived
 
 
-@shared_task(name=NAME, ignore_result=True)
+@shared_task(name=names.RECONCILE, ignore_result=True)
 def reconcile() -> int:
     return len(sweep(runtime()))
 
@@ -65,26 +67,40 @@ class NotRetryable(Exception):
     """Raised when a recording cannot be re-driven (not FAILED, or refused at the door)."""
 
 
+# Where a retry starts again, by what went wrong: the state it re-enters and the fields it clears.
+# A job Plaud ran and failed (or never finished) is submitted anew; anything else resumes at the
+# stage that failed — for a poll, asking again costs one request and the job may still be fine.
+RESUBMIT = (StageName.SUBMIT, RecordingState.UPLOADED,
+            ("transcription_id", "poll_attempts", "polls", "next_poll_at", "submitted_at", "plaud_status"))
+RESUME_AT = {
+    StageName.UPLOAD: (StageName.UPLOAD, RecordingState.QUEUED, ("upload_attempts",)),
+    StageName.SUBMIT: (StageName.SUBMIT, RecordingState.UPLOADED, ("submit_attempts",)),
+    StageName.POLL: (StageName.POLL, RecordingState.SUBMITTED, ("poll_attempts",)),
+}
+START_OVER_KINDS = (FailureKind.SOURCE,)  # the file was fixed or replaced: read it again
+
+
+def restart_point(failure: Failure) -> tuple[StageName, RecordingState, tuple[str, ...]]:
+    """Where a retry of this failure starts, the state it re-enters and the fields it clears."""
+    if failure.kind in (FailureKind.PLAUD_FAILED, FailureKind.TIMED_OUT):
+        return RESUBMIT
+    if failure.kind in START_OVER_KINDS:
+        return RESUME_AT[StageName.UPLOAD]
+    return RESUME_AT.get(failure.stage, RESUBMIT)
+
+
 def retry_failed(rt: Runtime, recording_id: str) -> tuple[str, str]:
-    """Re-drive a FAILED recording from the stage that failed; returns (new task id, stage)."""
+    """Re-drive a FAILED recording from where its failure says; returns (new task id, stage)."""
     record = rt.store.get(recording_id)
     if record is None:
         raise NotRetryable(f"no recording {recording_id} (unknown, or its record expired)")
     if record.state is not RecordingState.FAILED:
         raise NotRetryable(f"recording {recording_id} is {record.state.value}, not FAILED")
-    failure = record.get("failure") or {}
-    stage = failure.get("stage")
-    if stage == "transcribe" or not record.get("source"):
-        raise NotRetryable(f"recording {recording_id} was refused at the door ({failure.get('reason')}); "
+    failure = Failure.from_record(record, poll_deadline_s=rt.settings.poll_deadline_s)
+    if failure.kind is FailureKind.INVALID_REQUEST or not record.get("source"):
+        raise NotRetryable(f"recording {recording_id} was refused at the door ({failure.reason}); "
                            f"enqueue a corrected request")
-    start, state, cleared = {
-        "upload": ("upload", RecordingState.QUEUED, ["upload_attempts"]),
-        "submit": ("submit", RecordingState.UPLOADED, ["submit_attempts"]),
-    }.get(stage, ("submit", RecordingState.UPLOADED, ["transcription_id", "poll_attempts", "polls", "next_poll_at",
-                                                     "submitted_at", "plaud_status"]))
-    if stage == "poll" and not str(failure.get("reason", "")).startswith(("Plaud reported", "timed out")):
-        # Polling itself failed (errors reaching Plaud): the Plaud task may still be fine; ask again.
-        start, state, cleared = "poll", RecordingState.SUBMITTED, ["poll_attempts"]
+    start, state, cleared = restart_point(failure)
     task_id = str(uuid.uuid4())
     token = uuid.uuid4().hex[:12]
     rt.store.clear(recording_id, "failure", *cleared)
@@ -92,5 +108,5 @@ def retry_failed(rt: Runtime, recording_id: str) -> tuple[str, str]:
                         due_at=time.time() + rt.settings.reconcile_grace_s, reopen=True)
     rt.store.increment(recording_id, "retried")
     pipeline(recording_id, token, task_id=task_id, start=start).apply_async()
-    log.info("recording %s re-driven from %s as task %s", recording_id, start, task_id)
-    return task_id, start
+    log.info("recording %s re-driven from %s as task %s", recording_id, start.value, task_id)
+    return task_id, start.value

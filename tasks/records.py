@@ -3,10 +3,10 @@
 State machine: ``QUEUED → UPLOADING → UPLOADED → SUBMITTED → PROCESSING → SUCCEEDED | FAILED``,
 each transition timestamped (``at_<STATE>``). The record holds what resumes the work (upload
 progress, Plaud ids, the DownloadUrl and its expiry, the transcription id, the next poll time,
-attempts) and, on failure, a reason a person can act on.
+attempts) and, on failure, its kind and a reason a person can act on (``tasks.failures``).
 
-Secret values (the source URL when it carries a query, the webhook URL, upload progress with
-presigned URLs, the DownloadUrl) are sealed before they reach Redis. Two indexes serve the
+Values that may be secret (the source, which may be a presigned URL; the webhook URL; upload
+progress with presigned URLs; the DownloadUrl) are sealed before they reach Redis. Two indexes serve the
 reconciler (``due``: when each live recording's next step is due) and listings (``recent``).
 """
 
@@ -21,14 +21,14 @@ from typing import Any
 from plaud.auth import DELETE_IF_EQUAL
 from plaud.sealing import Sealer
 
-PREFIX = "plaud:rec:"
-DUE_INDEX = "plaud:recs:due"
-RECENT_INDEX = "plaud:recs:recent"
+from .names import DUE_INDEX, RECENT_INDEX, lease_key, record_key
+
 SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
 JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded")
 
 
-class RecordingState(str, enum.Enum):
+# Not StrEnum: that would change str() and f-strings of a member from 'RecordingState.X' to 'X'.
+class RecordingState(str, enum.Enum):  # noqa: UP042
     QUEUED = "QUEUED"
     UPLOADING = "UPLOADING"
     UPLOADED = "UPLOADED"
@@ -97,7 +97,7 @@ class RecordStore:
 
     @staticmethod
     def key(recording_id: str) -> str:
-        return PREFIX + recording_id
+        return record_key(recording_id)
 
     def _encode(self, recording_id: str, values: dict[str, Any]) -> list[str]:
         flat: list[str] = []
@@ -142,7 +142,7 @@ class RecordStore:
     def update(self, recording_id: str, values: dict[str, Any]) -> None:
         """Set fields without a state change (progress, counters)."""
         flat = self._encode(recording_id, {**values, "updated_at": time.time()})
-        self.redis.hset(self.key(recording_id), mapping=dict(zip(flat[::2], flat[1::2])))
+        self.redis.hset(self.key(recording_id), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def clear(self, recording_id: str, *names: str) -> None:
         """Remove fields (spent progress, a transcript copied into the result, an old failure)."""
@@ -189,7 +189,7 @@ class RecordStore:
     # -- leases: one live run of a stage per recording --------------------------------------
 
     def take_lease(self, recording_id: str, holder: str, ttl_s: float) -> bool:
-        key = f"{self.key(recording_id)}:lease"
+        key = lease_key(recording_id)
         if self.redis.set(key, holder, nx=True, px=int(ttl_s * 1000)):
             return True
         current = self.redis.get(key)
@@ -199,13 +199,13 @@ class RecordStore:
         return False
 
     def lease_left_s(self, recording_id: str) -> float:
-        return max(self.redis.pttl(f"{self.key(recording_id)}:lease"), 0) / 1000
+        return max(self.redis.pttl(lease_key(recording_id)), 0) / 1000
 
     def renew_lease(self, recording_id: str, ttl_s: float) -> None:
-        self.redis.pexpire(f"{self.key(recording_id)}:lease", int(ttl_s * 1000))
+        self.redis.pexpire(lease_key(recording_id), int(ttl_s * 1000))
 
     def release_lease(self, recording_id: str, holder: str) -> None:
-        self._delete_if_equal(keys=[f"{self.key(recording_id)}:lease"], args=[holder])
+        self._delete_if_equal(keys=[lease_key(recording_id)], args=[holder])
 
     def has_lease(self, recording_id: str) -> bool:
-        return bool(self.redis.exists(f"{self.key(recording_id)}:lease"))
+        return bool(self.redis.exists(lease_key(recording_id)))

@@ -17,5 +17,5 @@ from plaud.redact import mask_url_queries, redact
 class RedactingRequest(Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._argsrepr = redact(mask_url_queries(self._argsrepr or ""))
-        self._kwargsrepr = redact(mask_url_queries(self._kwargsrepr or ""))
+        self._argsrepr: str = redact(mask_url_queries(getattr(self, "_argsrepr", None) or ""))
+        self._kwargsrepr: str = redact(mask_url_queries(getattr(self, "_kwargsrepr", None) or ""))

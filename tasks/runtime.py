@@ -1,10 +1,14 @@
-"""Per-process resources, built on first use: never at import time, never before a fork."""
+"""Per-process resources: built once per process on first use (never at import, never before a
+fork), or handed in whole with ``install`` / ``using`` (a test builds one against its own Redis
+and sandbox without touching the environment)."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
@@ -12,15 +16,11 @@ import redis
 from plaud.client import PlaudClient
 from plaud.config import PlaudConfig
 
+from .names import ENTRY_QUEUES
 from .records import RecordStore
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .timing import TimingModel
-
-# Where plaud.transcribe waits: the default queue of a bare Celery client, and the API queue
-# the app routes it to. The API queue holds submits and delivers too; counting them as new
-# recordings only makes early probes rarer while the fleet is busy.
-ENTRY_QUEUES = ("celery", "plaud.api")
 
 
 @dataclass
@@ -33,12 +33,30 @@ class Runtime:
     schedule: PollSchedule
     timing: TimingModel
 
+    @classmethod
+    def build(cls, settings: PipelineSettings, config: PlaudConfig) -> Runtime:
+        """Connect to Redis (lazily: redis-py connects on the first command) and build the client."""
+        connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
+                                          socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
+        client = PlaudClient(config, redis=connection)
+        return cls(settings, config, connection, client,
+                   RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
+                   PollSchedule(min_interval_s=settings.poll_min_interval_s,
+                                max_interval_s=settings.poll_max_interval_s,
+                                fixed_interval_s=settings.poll_fixed_interval_s),
+                   TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
+        return cls.build(PipelineSettings.from_env(environ), PlaudConfig.from_env(environ))
+
     def budget_slack(self) -> float:
         """The share of the fleet's Transcription API budget nobody needs this period (1.0: no limit)."""
         load = self.client.budget_load()
         if load is None:
             return 1.0
-        # Recordings still in the broker, not yet entered, will each submit and poll too.
+        # Recordings still in the broker, not yet entered, will each submit and poll too. The API
+        # queue holds submits and delivers as well: counting them only makes probes rarer when busy.
         return dataclasses.replace(load, planned=load.planned + 2 * self.entries_waiting()).slack
 
     def entries_waiting(self) -> int:
@@ -71,21 +89,37 @@ class Runtime:
             self.client.limiter.unplan(f"submit:{recording_id}", f"poll:{recording_id}")
 
 
-@functools.lru_cache(maxsize=1)
+_installed: Runtime | None = None
+_building = threading.Lock()  # a thread pool's first tasks must not build two
+
+
 def runtime() -> Runtime:
-    settings = PipelineSettings.from_env()
-    config = PlaudConfig.from_env()
-    connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
-                                      socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
-    client = PlaudClient(config, redis=connection)
-    store = RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s)
-    return Runtime(settings, config, connection, client, store,
-                   PollSchedule(min_interval_s=settings.poll_min_interval_s,
-                                max_interval_s=settings.poll_max_interval_s,
-                                fixed_interval_s=settings.poll_fixed_interval_s),
-                   TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf))
+    """This process's resources: the ones installed, else built from the environment on first use."""
+    global _installed
+    if _installed is None:
+        with _building:
+            if _installed is None:
+                _installed = Runtime.from_env()
+    return _installed
+
+
+def install(rt: Runtime | None) -> None:
+    """Use ``rt`` in this process from now on; ``None`` forgets it (the next use builds from the environment)."""
+    global _installed
+    _installed = rt
+
+
+@contextmanager
+def using(rt: Runtime) -> Iterator[Runtime]:
+    """Use ``rt`` inside the block, then whatever was in use before."""
+    previous = _installed
+    install(rt)
+    try:
+        yield rt
+    finally:
+        install(previous)
 
 
 def reset_runtime() -> None:
-    """Forget the cached resources (after a settings change in tests)."""
-    runtime.cache_clear()
+    """Forget the resources built from the environment (after a settings change)."""
+    install(None)

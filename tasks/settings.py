@@ -8,8 +8,9 @@ the same task again while it is still running or waiting.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any
 
 from plaud.config import read_secret
 from plaud.errors import ConfigError
@@ -73,7 +74,7 @@ class PipelineSettings:
         return self.result_backend or self.redis_url
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PipelineSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for name, var in (("redis_url", "REDIS_URL"), ("broker_url", "CELERY_BROKER_URL"),
@@ -92,7 +93,7 @@ class PipelineSettings:
             text = env.get(var, "").strip()
             if not text:
                 continue
-            kind = type(default.default)
+            kind: Any = type(default.default)
             if kind is str:
                 values[name] = text
                 continue

@@ -1,95 +1,144 @@
-"""What every stage shares: failing a recording, retrying a stage, holding a stage lease.
+"""The base class of the pipeline's stages (upload, submit, poll): what every stage shares.
 
-A stage's own retries count in the record (``<stage>_attempts``), not in Celery's retry count,
-so that a poll's "not done yet" re-enqueue never spends the error budget.
+A stage task owns loading its recording under the stage lease, and deciding what an exception
+means — a wait for budget, a retry, or the end of the recording — so that each stage module
+keeps only what is its own. A stage's own retries count in the record (``<stage>_attempts``),
+not in Celery's retry count, so that a poll's "not done yet" re-enqueue never spends the error
+budget: only ``outcome_of`` counts attempts, and only for errors.
+
+Helpers that end the task return the exception for the caller to raise (``raise
+self.retry_in(5.0)``, ``raise self.failed(...)``), so every exit reads as one at the call site.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import ClassVar
 
 from celery import Task
+from celery.exceptions import Ignore, Retry
 
 from plaud import retry as retry_policy
 from plaud.errors import BudgetSpent, FatalError, PlaudError
 
 from .errors import RecordingFailed
+from .failures import Failure, FailureKind, StageName, classify
 from .notify import announce
-from .records import RecordingState
-from .runtime import Runtime
+from .records import Record, RecordingState
+from .runtime import Runtime, runtime
+from .settings import PipelineSettings
 
 log = logging.getLogger("plaud.pipeline")
 
-# For the intermediate stages of the chain. max_retries=None here, on the task, because Celery
-# reads retry(max_retries=None) as "the task's default" (3): the record's own counters and the
-# poll deadline bound the retries instead. Errors are stored even though results are not, so a
-# failure still reaches the entry task's id at the end of the chain.
-STAGE_TASK_OPTIONS = {"bind": True, "ignore_result": True, "store_errors_even_if_ignored": True, "max_retries": None}
-
 STAGE_BACKOFF_BASE_S = 2.0
 STAGE_BACKOFF_CAP_S = 120.0
+BUDGET_WAIT_MIN_S = 0.5
+LEASE_WAIT_MIN_S = 1.0
 
 
-def fail(rt: Runtime, recording_id: str, stage: str, reason: str, error: PlaudError | None = None) -> RecordingFailed:
-    """Mark the recording FAILED with ``reason``; returns the exception for the caller to raise."""
-    failure: dict[str, Any] = {"stage": stage, "reason": reason, "at": time.time()}
-    if error is not None:
-        failure.update({k: v for k, v in error.to_dict().items() if k in ("status", "code", "error")})
-    previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure})
-    rt.plan_nothing_more(recording_id)
-    log.warning("recording %s FAILED at %s: %s", recording_id, stage, reason)
-    if previous is not None and not previous.is_terminal:
-        announce(rt, recording_id, "recording.failed")
-    return RecordingFailed(f"recording {recording_id} failed at {stage}: {reason}")
-
-
-def on_error(task: Task, rt: Runtime, recording_id: str, stage: str, exc: Exception) -> Exception:
-    """Decide what an exception in a stage means: a retry (returned to raise) or a failure."""
-    if isinstance(exc, BudgetSpent):
-        # Not an error: the fleet's request budget is spent for now. Wait without counting.
-        return task.retry(countdown=max(exc.retry_after_s or 1.0, 0.5), max_retries=None)
-    if isinstance(exc, FatalError):
-        reason = f"Plaud refused it ({exc.code}): {exc.message}" if exc.code else exc.message
-        return fail(rt, recording_id, stage, reason, exc)
-    if isinstance(exc, PlaudError):
-        reason = str(exc)
-    else:
-        log.exception("unexpected error in %s of recording %s", stage, recording_id)
-        reason = f"internal error: {type(exc).__name__}"
-    attempts = rt.store.increment(recording_id, f"{stage}_attempts")
-    limit = rt.settings.poll_error_attempts if stage == "poll" else rt.settings.stage_attempts
-    if attempts >= limit:
-        return fail(rt, recording_id, stage, f"gave up after {attempts} attempts: {reason}",
-                    exc if isinstance(exc, PlaudError) else None)
-    retry_after = exc.retry_after_s if isinstance(exc, PlaudError) else None
-    countdown = retry_after if retry_after is not None else retry_policy.jittered(
-        retry_policy.backoff_s(attempts, base_s=STAGE_BACKOFF_BASE_S, cap_s=STAGE_BACKOFF_CAP_S))
-    log.info("%s of recording %s failed (%s); retry %d/%d in %.1f s", stage, recording_id, reason, attempts,
-             limit - 1, countdown)
-    return task.retry(countdown=countdown, max_retries=None)
-
-
-@contextmanager
-def lease(task: Task, rt: Runtime, recording_id: str, ttl_s: float) -> Iterator[None]:
-    """Run the body only if no other live run of a stage holds this recording; else retry later."""
-    holder = task.request.id or "local"
-    if not rt.store.take_lease(recording_id, holder, ttl_s):
-        raise task.retry(countdown=max(rt.store.lease_left_s(recording_id), 1.0), max_retries=None)
-    try:
-        yield
-    finally:
-        rt.store.release_lease(recording_id, holder)
-
-
-def load(rt: Runtime, recording_id: str, stage: str):
+def load(rt: Runtime, recording_id: str, stage: StageName) -> Record:
+    """The recording's record; raises RecordingFailed when it is gone or has failed already."""
     record = rt.store.get(recording_id)
     if record is None:
-        raise RecordingFailed(f"recording {recording_id} is unknown or expired (at {stage})")
+        raise RecordingFailed(f"recording {recording_id} is unknown or expired (at {stage.value})")
     if record.state is RecordingState.FAILED:
-        reason = (record.get("failure") or {}).get("reason", "unknown reason")
-        raise RecordingFailed(f"recording {recording_id} failed at {(record.get('failure') or {}).get('stage')}: "
-                              f"{reason}")
+        raise RecordingFailed(Failure.from_record(record).describe(recording_id))
     return record
+
+
+def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> RecordingFailed:
+    """Mark the recording FAILED and tell whoever waits; returns the exception for the caller to raise."""
+    previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
+    rt.plan_nothing_more(recording_id)
+    log.warning("recording %s FAILED at %s (%s): %s", recording_id, failure.stage.value, failure.kind.value,
+                failure.reason)
+    if previous is not None and not previous.is_terminal:
+        announce(rt, recording_id, "recording.failed")
+    return RecordingFailed(failure.describe(recording_id))
+
+
+class StageTask(Task):
+    """A stage of the chain; ``stage`` is set by each task (``@shared_task(base=StageTask, stage=...)``)."""
+
+    stage: ClassVar[StageName]
+    # An intermediate link of the chain: no result of its own. Errors are stored all the same, so
+    # a failure still reaches the entry task's id at the end of the chain. max_retries=None here,
+    # on the class, because Celery reads retry(max_retries=None) as "the task's default" (3): the
+    # record's own counters and the poll deadline bound the retries instead.
+    ignore_result = True
+    store_errors_even_if_ignored = True
+    max_retries = None
+
+    @property
+    def rt(self) -> Runtime:
+        return runtime()
+
+    def attempt_limit(self, settings: PipelineSettings) -> int:
+        """How many failed attempts of this stage a recording gets before it fails."""
+        return settings.stage_attempts
+
+    def load(self, recording_id: str) -> Record:
+        return load(self.rt, recording_id, self.stage)
+
+    @contextmanager
+    def leased(self, recording_id: str) -> Iterator[Record]:
+        """Run the body only if no other live run of a stage holds this recording, else retry later.
+
+        Yields the record read again under the lease: another run may have finished meanwhile.
+        """
+        rt = self.rt
+        holder = self.request.id or "local"
+        if not rt.store.take_lease(recording_id, holder, rt.settings.lease_ttl_s):
+            raise self.retry_in(max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S))
+        try:
+            yield self.load(recording_id)
+        finally:
+            rt.store.release_lease(recording_id, holder)
+
+    @contextmanager
+    def errors_handled(self, recording_id: str) -> Iterator[None]:
+        """Turn any error in the body into this stage's retry or the recording's failure."""
+        try:
+            yield
+        except (Retry, Ignore, RecordingFailed):
+            raise
+        except Exception as exc:
+            raise self.outcome_of(recording_id, exc) from None
+
+    def retry_in(self, countdown_s: float) -> Retry:
+        """This same task (chain and all) again in ``countdown_s``, spending nothing of the error budget."""
+        return self.retry(countdown=countdown_s, max_retries=None, throw=False)
+
+    def failed(self, recording_id: str, kind: FailureKind, reason: str, error: PlaudError | None = None
+               ) -> RecordingFailed:
+        """Mark the recording FAILED at this stage; returns the exception to raise."""
+        return record_failure(self.rt, recording_id, Failure.now(self.stage, kind, reason, error))
+
+    def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed:
+        """What an exception in this stage means: the retry or the failure to raise."""
+        rt = self.rt
+        if isinstance(exc, BudgetSpent):
+            # Not an error: the fleet's request budget is spent for now. Wait without counting.
+            return self.retry_in(max(exc.retry_after_s or 1.0, BUDGET_WAIT_MIN_S))
+        kind = classify(self.stage, exc)
+        if isinstance(exc, FatalError):
+            reason = f"Plaud refused it ({exc.code}): {exc.message}" if exc.code else exc.message
+            return self.failed(recording_id, kind, reason, exc)
+        if isinstance(exc, PlaudError):
+            reason = str(exc)
+        else:
+            log.exception("unexpected error in %s of recording %s", self.stage.value, recording_id)
+            reason = f"internal error: {type(exc).__name__}"
+        attempts = rt.store.increment(recording_id, f"{self.stage.value}_attempts")
+        limit = self.attempt_limit(rt.settings)
+        error = exc if isinstance(exc, PlaudError) else None
+        if attempts >= limit:
+            return self.failed(recording_id, kind, f"gave up after {attempts} attempts: {reason}", error)
+        retry_after = error.retry_after_s if error is not None else None
+        countdown = retry_after if retry_after is not None else retry_policy.jittered(
+            retry_policy.backoff_s(attempts, base_s=STAGE_BACKOFF_BASE_S, cap_s=STAGE_BACKOFF_CAP_S))
+        log.info("%s of recording %s failed (%s); retry %d/%d in %.1f s", self.stage.value, recording_id, reason,
+                 attempts, limit - 1, countdown)
+        return self.retry_in(countdown)

@@ -32,7 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-KEY = "plaud:timing"
+from .names import TIMING_KEY
+
 TARGET_HIT_RATE = 0.8
 GENERATION_STEPS = 10  # how far one batch scheduled on the same estimate may move it, in steps
 STEP_START = 0.3
@@ -58,14 +59,14 @@ class TimingEstimate:
         return {"timing_base_s": round(self.base_s, 4), "timing_rtf": round(self.rtf, 6)}
 
     @classmethod
-    def from_fields(cls, fields: Any) -> "TimingEstimate | None":
+    def from_fields(cls, fields: Any) -> TimingEstimate | None:
         """Back from a record (anything with ``number``); None when it has no estimate saved."""
         base_s, rtf = fields.number("timing_base_s"), fields.number("timing_rtf")
         return cls(base_s, rtf) if base_s > 0 and rtf > 0 else None
 
 
 class TimingModel:
-    def __init__(self, redis: Any, *, prior_base_s: float, prior_rtf: float, key: str = KEY) -> None:
+    def __init__(self, redis: Any, *, prior_base_s: float, prior_rtf: float, key: str = TIMING_KEY) -> None:
         self.redis = redis
         self.key = key
         self.prior = TimingEstimate(_clamp(prior_base_s, BASE_BOUNDS_S), _clamp(prior_rtf, RTF_BOUNDS))

@@ -16,20 +16,21 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from celery import chain, shared_task
+from celery import Task, chain, shared_task
 
 from plaud.config import USER_ID_LENGTH
+from plaud.redact import url_without_query
 
+from . import names
 from .deliver import deliver
 from .errors import InvalidRequest, RecordingFailed
+from .failures import Failure, FailureKind, StageName
 from .poll import poll
 from .records import RecordingState
 from .runtime import runtime
 from .submit import submit
 from .upload import upload
 
-NAME = "plaud.transcribe"
-FOLLOW_NAME = "plaud.follow"
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_FOLLOW_INTERVAL_S = 30.0
 KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata", "callback_task",
@@ -40,14 +41,15 @@ TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 MAX_REQUEST_BYTES = 64 * 1024
 
 
-STAGES = ("upload", "submit", "poll", "deliver")
+CHAIN = (StageName.UPLOAD, StageName.SUBMIT, StageName.POLL, StageName.DELIVER)
 
 
-def pipeline(recording_id: str, poll_token: str, *, task_id: str | None, start: str = "upload") -> Any:
+def pipeline(recording_id: str, poll_token: str, *, task_id: str | None,
+             start: StageName = StageName.UPLOAD) -> Any:
     """The chain from ``start`` to deliver; the last task carries ``task_id`` (the entry's id)."""
-    signatures = {"upload": upload.si(recording_id), "submit": submit.si(recording_id),
-                  "poll": poll.si(recording_id, poll_token)}
-    links = [signatures[stage] for stage in STAGES[STAGES.index(start):-1]]
+    signatures = {StageName.UPLOAD: upload.si(recording_id), StageName.SUBMIT: submit.si(recording_id),
+                  StageName.POLL: poll.si(recording_id, poll_token)}
+    links = [signatures[stage] for stage in CHAIN[CHAIN.index(start):-1]]
     final = deliver.si(recording_id)
     return chain(*links, final.set(task_id=task_id) if task_id else final)
 
@@ -69,7 +71,8 @@ def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, A
         raise InvalidRequest(f"source has the URL scheme {scheme!r}: use a local path or an http(s) URL")
     recording_id = kwargs.get("recording_id")
     if recording_id is not None and (not isinstance(recording_id, str) or not RECORDING_ID_RE.match(recording_id)):
-        raise InvalidRequest("recording_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+        raise InvalidRequest("recording_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
+                             "starting with a letter or digit")
     user_id = kwargs.get("user_id")
     if user_id is not None and (not isinstance(user_id, str)
                                 or not USER_ID_LENGTH[0] <= len(user_id) <= USER_ID_LENGTH[1]):
@@ -88,19 +91,24 @@ def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, A
         value = kwargs.get(name)
         if value is not None and (not isinstance(value, str) or not TASK_NAME_RE.match(value)):
             raise InvalidRequest(f"{name} must be a Celery task or queue name")
-    if kwargs.get("callback_queue") in ("celery", "plaud.api", "plaud.uploads", "plaud.polls"):
+    if kwargs.get("callback_queue") in names.WORKER_QUEUES:
         raise InvalidRequest("callback_queue must not be a queue these workers consume")
     return {name: kwargs.get(name) for name in KWARGS}
 
 
 def shown_source(source: str) -> str:
     """The source as it may be displayed: a URL without its query (it may hold a signature)."""
-    parts = urlsplit(source)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme in ("http", "https") else source
+    return url_without_query(source)
 
 
-@shared_task(name=NAME, bind=True, Request="tasks.requests:RedactingRequest")
-def transcribe(self, *args: Any, **kwargs: Any) -> Any:
+class EntryTask(Task):
+    # Task events (and so Flower) show arguments as the request renders them: masked, since a
+    # source URL may carry a presigned signature.
+    Request = "tasks.requests:RedactingRequest"
+
+
+@shared_task(name=names.TRANSCRIBE, bind=True, base=EntryTask)
+def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
     rt = runtime()
     try:
         if args:
@@ -113,8 +121,8 @@ def transcribe(self, *args: Any, **kwargs: Any) -> Any:
         # a malformed duplicate must not fail the good one already in flight.
         if isinstance(recording_id, str) and RECORDING_ID_RE.match(recording_id) and \
                 rt.store.create(recording_id, {"task_id": self.request.id}, due_at=float("inf")) is None:
-            rt.store.transition(recording_id, RecordingState.FAILED,
-                                {"failure": {"stage": "transcribe", "reason": str(exc), "at": time.time()}})
+            failure = Failure.now(StageName.TRANSCRIBE, FailureKind.INVALID_REQUEST, str(exc))
+            rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
         raise
     recording_id = request["recording_id"] or uuid.uuid4().hex
     poll_token = uuid.uuid4().hex[:12]
@@ -132,7 +140,7 @@ def transcribe(self, *args: Any, **kwargs: Any) -> Any:
     raise self.replace(pipeline(recording_id, poll_token, task_id=None))
 
 
-@shared_task(name=FOLLOW_NAME, bind=True, max_retries=None)
+@shared_task(name=names.FOLLOW, bind=True, max_retries=None)
 def follow(self, recording_id: str) -> Any:
     """Resolve to an existing recording's result (or failure), checking back until it ends."""
     record = runtime().store.get(recording_id)
@@ -141,7 +149,6 @@ def follow(self, recording_id: str) -> Any:
     if record.state is RecordingState.SUCCEEDED:
         return record.get("result")
     if record.state is RecordingState.FAILED:
-        failure = record.get("failure") or {}
-        raise RecordingFailed(f"recording {recording_id} failed at {failure.get('stage')}: {failure.get('reason')}")
+        raise RecordingFailed(Failure.from_record(record).describe(recording_id))
     wait = min(max(record.number("next_poll_at") - time.time(), 1.0), MAX_FOLLOW_INTERVAL_S)
     raise self.retry(countdown=wait, max_retries=None)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 from celery import shared_task
-from celery.exceptions import Retry
 
 from plaud.upload import UploadProgress
 
+from . import names
+from .failures import StageName
 from .records import Record, RecordingState
-from .runtime import Runtime, runtime
-from .stage import STAGE_TASK_OPTIONS, lease, load, on_error
+from .runtime import Runtime
+from .stage import StageTask
 
-NAME = "plaud.upload"
 # When the duration cannot be read (a URL streamed straight through), estimate it from the size
 # at a typical speech bitrate: a guess within 2x beats assuming a 5-second job.
 ASSUMED_BITRATE_KBPS = 48
@@ -50,25 +50,17 @@ def run_upload(rt: Runtime, record: Record) -> None:
         "filesize": result.filesize, "filetype": result.filetype, "audio_duration_s": round(duration_s, 3),
         "audio_duration_estimated": 0 if result.duration_s else 1,
         "upload_restarts": result.restarts,
-        "transcoded": None if transcoded is None else {"via": transcoded.via, "original_bytes": transcoded.original_bytes,
-                                                       "bytes": transcoded.bytes, "bytes_saved": transcoded.bytes_saved},
+        "transcoded": None if transcoded is None else {
+            "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
+            "bytes_saved": transcoded.bytes_saved},
     }, due_at=time.time() + grace)
     rt.store.clear(recording_id, "upload_progress")
 
 
-@shared_task(name=NAME, **STAGE_TASK_OPTIONS)
-def upload(self, recording_id: str) -> None:
-    rt = runtime()
-    record = load(rt, recording_id, "upload")
-    if uploaded(record):
+@shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)
+def upload(self: StageTask, recording_id: str) -> None:
+    if uploaded(self.load(recording_id)):
         return  # done already (a redelivered or reconciled message)
-    try:
-        with lease(self, rt, recording_id, rt.settings.lease_ttl_s):
-            # Read again under the lease: another run may have finished while we waited for it.
-            record = load(rt, recording_id, "upload")
-            if not uploaded(record):
-                run_upload(rt, record)
-    except Retry:
-        raise
-    except Exception as exc:
-        raise on_error(self, rt, recording_id, "upload", exc) from None
+    with self.errors_handled(recording_id), self.leased(recording_id) as record:
+        if not uploaded(record):
+            run_upload(self.rt, record)

@@ -146,3 +146,23 @@ def wait_http_ok(url: str, timeout_s: float = 30.0, explain=lambda: "") -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not answer: {explain()}"
         time.sleep(0.3)
+
+
+def fake_record_store() -> Any:
+    """A record store on fakeredis, for unit tests of the Redis-backed pipeline logic."""
+    import fakeredis
+
+    from plaud.sealing import Sealer
+    from tasks.records import RecordStore
+
+    return RecordStore(fakeredis.FakeRedis(), Sealer("test-secret"), ttl_s=3600)
+
+
+class FakeRuntime:
+    """Just what the reconciler reads of a runtime: the store and the default settings."""
+
+    def __init__(self, store: Any) -> None:
+        from tasks.settings import PipelineSettings
+
+        self.store = store
+        self.settings = PipelineSettings()

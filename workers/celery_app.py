@@ -1,15 +1,17 @@
 """The Celery app: Redis broker and results, JSON only, stage queues, late acks, Flower events.
 
-Queues: ``plaud.uploads`` (bandwidth-heavy), ``plaud.api`` (entry, submit, deliver, reconcile:
-short API calls), ``plaud.polls`` (countdown tasks: a worker reserves every delayed task it sees,
-so they get a queue of their own and never sit in front of fresh work), and ``celery``, the
-default queue of any Celery client: a service that calls ``send_task("plaud.transcribe")`` with
-no routing lands there. Each role can be scaled on its own: ``plaud-workers worker -Q plaud.uploads``.
+Queues (names in ``tasks.names``): ``plaud.uploads`` (bandwidth-heavy), ``plaud.api`` (entry,
+submit, deliver, reconcile, webhooks: short API calls), ``plaud.polls`` (polls and follows:
+countdown tasks — a worker reserves every delayed task it sees, so they get a queue of their own
+and never sit in front of fresh work), and ``celery``, the default queue of any Celery client: a
+service that calls ``send_task("plaud.transcribe")`` with no routing lands there. Each role can be
+scaled on its own: ``plaud-workers worker -Q plaud.uploads``.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, task_rejected, worker_init
@@ -18,21 +20,11 @@ from kombu import Queue
 from plaud.config import PlaudConfig
 from plaud.errors import ConfigError
 from plaud.redact import install_log_redaction
+from tasks import names
 from tasks.errors import RejectedMessage
 from tasks.settings import PipelineSettings
 
-UPLOADS, API, POLLS, ENTRY = "plaud.uploads", "plaud.api", "plaud.polls", "celery"
-QUEUES = (ENTRY, UPLOADS, API, POLLS)
-ROUTES = {
-    "plaud.upload": {"queue": UPLOADS},
-    "plaud.poll": {"queue": POLLS},
-    "plaud.follow": {"queue": POLLS},
-    "plaud.transcribe": {"queue": API},
-    "plaud.submit": {"queue": API},
-    "plaud.deliver": {"queue": API},
-    "plaud.reconcile": {"queue": API},
-    "plaud.webhook": {"queue": API},
-}
+ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
                 "tasks.notify"]
 
@@ -60,21 +52,21 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 2.0},
         broker_connection_retry_on_startup=True,
         result_expires=settings.result_ttl_s,
-        task_queues=[Queue(name) for name in QUEUES],
-        task_default_queue=API,
+        task_queues=[Queue(name) for name in names.WORKER_QUEUES],
+        task_default_queue=names.API_QUEUE,
         task_routes=ROUTES,
         worker_prefetch_multiplier=1,
         worker_max_memory_per_child=settings.worker_max_memory_mib * 1024,  # KiB
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
-        task_annotations={"plaud.upload": {"soft_time_limit": settings.upload_time_limit_s,
+        task_annotations={names.UPLOAD: {"soft_time_limit": settings.upload_time_limit_s,
                                            "time_limit": settings.upload_time_limit_s + 60},
-                          "plaud.submit": {"soft_time_limit": settings.upload_time_limit_s,
+                          names.SUBMIT: {"soft_time_limit": settings.upload_time_limit_s,
                                            "time_limit": settings.upload_time_limit_s + 60}},
         task_soft_time_limit=settings.api_time_limit_s,
         task_time_limit=settings.api_time_limit_s + 30,
-        beat_schedule={"plaud-reconcile": {"task": "plaud.reconcile", "schedule": float(settings.reconcile_every_s)}},
+        beat_schedule={"plaud-reconcile": {"task": names.RECONCILE, "schedule": float(settings.reconcile_every_s)}},
     )
     return app
 
@@ -92,7 +84,7 @@ def check_configuration(**_: object) -> None:
 
 
 @task_rejected.connect
-def fail_rejected_message(sender: object = None, message: object = None, exc: Exception | None = None,
+def fail_rejected_message(sender: Any = None, message: object = None, exc: Exception | None = None,
                           **_: object) -> None:
     """A message no worker can run (not JSON, malformed) is dropped; tell its caller why instead of silence."""
     headers = getattr(message, "headers", None) or {}
@@ -111,4 +103,7 @@ def redact_logs(logger: logging.Logger, **_: object) -> None:
     install_log_redaction(logger)
 
 
+# The app of every process that imports this module (``celery -A workers``, the CLI, Python
+# callers of workers.handle): importing *this* module is asking for it. Nothing else in the
+# project imports it as a side effect (``workers/__init__`` resolves ``app`` on first access).
 app = make_app()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.resources
 import sys
+from typing import Any
 
 import click
 
 from plaud.sandbox.cli import make_audio, sandbox
+from tasks import names
 
 from . import results_cli
 
@@ -84,6 +86,7 @@ def demo(timeout_s: float) -> None:
     failed = 0
     try:
         with SandboxThread(SandboxSettings(port=0, processing_base_s=2.0)) as sb:
+            assert sb.running is not None, "the sandbox is not started"
             env = {**worker_environment(sb.running), "REDIS_URL": redis_url, "PLAUD_EXPECTED_BASE_S": "2"}
             worker_proc = WorkerProcess(env, name="demo").start()
             click.echo(f"sandbox {sb.base_url}, redis {redis_url}{' (private)' if private_redis else ''}, "
@@ -92,12 +95,13 @@ def demo(timeout_s: float) -> None:
                 # A bare Celery client, as any service would use: only the broker and the task name.
                 client = Celery(broker=redis_url, backend=redis_url)
                 run = f"demo-{int(time.time())}"
-                handles = {path: client.send_task("plaud.transcribe", kwargs={
+                handles = {path: client.send_task(names.TRANSCRIBE, kwargs={
                     "source": path, "recording_id": f"{run}-{os.path.basename(path)}",
                     "params": {"diarization": {"enabled": True}}, "metadata": {"sample": os.path.basename(path)}})
                     for path in samples}
                 for path, handle in handles.items():
                     name = os.path.basename(path)
+                    outcome: dict[str, Any] | Exception
                     try:
                         outcome = wait_result(handle, timeout_s)
                     except (RecordingFailed, TimeoutError) as exc:

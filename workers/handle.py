@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from plaud.redact import mask_url_queries, redact
+from tasks import names
 from tasks.errors import RecordingFailed
 from tasks.runtime import runtime
 
@@ -64,5 +65,5 @@ def transcribe(source: str, *, recording_id: str | None = None, app: Celery | No
     app = app or default_app
     recording_id = recording_id or uuid.uuid4().hex
     body = {"source": source, "recording_id": recording_id, **kwargs}
-    sent = app.send_task("plaud.transcribe", kwargs=body, kwargsrepr=redact(mask_url_queries(repr(body))))
+    sent = app.send_task(names.TRANSCRIBE, kwargs=body, kwargsrepr=redact(mask_url_queries(repr(body))))
     return RecordingHandle(recording_id, sent.id, app)

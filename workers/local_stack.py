@@ -15,7 +15,8 @@ import time
 
 import redis
 
-from .celery_app import QUEUES
+from tasks.names import WORKER_QUEUES
+
 from .local_redis import RedisServer
 
 READY_MARK = "ready."
@@ -42,7 +43,7 @@ def find_or_start_redis(url: str) -> tuple[str, RedisServer | None]:
 class WorkerProcess:
     """``celery -A workers worker`` as a subprocess, logging to a file."""
 
-    def __init__(self, env: dict[str, str], *, queues: tuple[str, ...] = QUEUES, concurrency: int = 2,
+    def __init__(self, env: dict[str, str], *, queues: tuple[str, ...] = WORKER_QUEUES, concurrency: int = 2,
                  pool: str = "prefork", name: str = "worker", logfile: str | None = None,
                  extra_args: tuple[str, ...] = ()) -> None:
         self.env = env
@@ -54,7 +55,7 @@ class WorkerProcess:
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 60.0) -> "WorkerProcess":
+    def start(self, ready_timeout_s: float = 60.0) -> WorkerProcess:
         cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO", "-E",
                "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", self.pool,
                "-n", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", *self.extra_args]

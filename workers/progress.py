@@ -7,8 +7,9 @@ printed whenever a recording's state changes, so logs stay readable.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 MIB = 1024 * 1024
 

@@ -16,6 +16,7 @@ import click
 import redis
 
 from plaud.exports import FORMATS, export
+from plaud.redact import url_without_query
 
 EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNKNOWN, EXIT_NO_REDIS = 1, 3, 4, 5
 REFRESH_S = 0.5
@@ -24,7 +25,7 @@ REFRESH_S = 0.5
 class Exit(click.ClickException):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click declares a class default; it reads this one
 
 
 def _store():
@@ -61,9 +62,12 @@ def _params(language: str | None, model: str | None, diarize: bool, embeddings: 
 @click.option("--decode-silence", is_flag=True, help="Let silent stretches yield (empty) segments.")
 @click.option("--webhook-url", help="POST the signed result there when done.")
 @click.option("--wait", is_flag=True, help="Show live progress until every recording ends; exit 1 if any failed.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="With --wait: write or print results in this format.")
-@click.option("--output-dir", type=click.Path(file_okay=False), help="With --format: write <recording_id>.<format> here.")
-@click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="With --wait: give up after this long.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="With --wait: write or print results in this format.")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="With --format: write <recording_id>.<format> here.")
+@click.option("--timeout-s", type=float, default=3600.0, show_default=True,
+              help="With --wait: give up after this long.")
 def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str | None, model: str | None,
                diarize: bool, embeddings: bool, decode_silence: bool, webhook_url: str | None, wait: bool,
                fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
@@ -103,7 +107,8 @@ def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str
 def _wait_and_report(rt: Any, handles: list, fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
     from workers.progress import ProgressView, Row
 
-    rows = [Row(handle.recording_id, os.path.basename(source.split("?")[0]) or source) for source, handle in handles]
+    rows = [Row(handle.recording_id, os.path.basename(url_without_query(source)) or source)
+            for source, handle in handles]
     view = ProgressView(rows, sys.stdout, live=sys.stdout.isatty())
     records: dict[str, Any] = {}
 
@@ -180,8 +185,8 @@ def status(recording_ids: tuple[str, ...], as_json: bool, limit: int) -> None:
     for record in rows:
         counts[record.state.value] = counts.get(record.state.value, 0) + 1
         note = (record.get("failure") or {}).get("reason") or record.get("source_shown") or ""
-        click.echo(f"{record.recording_id:<40} {record.state.value:<10} {_age(now - record.number('updated_at', now)):>6}"
-                   f"  {note}"[:160])
+        age = _age(now - record.number("updated_at", now))
+        click.echo(f"{record.recording_id:<40} {record.state.value:<10} {age:>6}  {note}"[:160])
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no recordings yet")
 
 
@@ -202,8 +207,9 @@ def result(recording_id: str, fmt: str) -> None:
     if record is None:
         raise Exit(f"no recording {recording_id} (unknown, or its record expired)", EXIT_UNKNOWN)
     if record.state.value == "FAILED":
-        failure = record.get("failure") or {}
-        raise Exit(f"recording {recording_id} FAILED at {failure.get('stage')}: {failure.get('reason')}", EXIT_FAILED)
+        from tasks.failures import Failure
+
+        raise Exit(Failure.from_record(record).describe(recording_id), EXIT_FAILED)
     if record.state.value != "SUCCEEDED":
         raise Exit(f"recording {recording_id} is still {record.state.value}", EXIT_TIMEOUT)
     click.echo(export(record.get("result"), fmt), nl=False)
@@ -214,6 +220,7 @@ def result(recording_id: str, fmt: str) -> None:
 def retry(recording_id: str) -> None:
     """Re-drive a FAILED recording from the stage that failed (upload, submit or poll)."""
     from tasks.reconcile import NotRetryable, retry_failed
+    from workers.celery_app import app  # noqa: F401  (the retry publishes through the app configured here)
 
     rt = _store()
     try:

@@ -1,4 +1,4 @@
-"""A local server that speaks Plaud's partner API contract (PLAUD_API.md section 0).
+"""A local server that speaks Plaud's partner API contract (docs/plaud-api.md, "The flow").
 
 It is the embedded default of plaud-workers: the demo, the tests and the benchmarks run
 against it. It is faithful to the documented contract (paths, auth, shapes, statuses,

@@ -1,11 +1,11 @@
-"""The contract of PLAUD_API.md section 0, under ``/developer/api``."""
+"""The partner API flow of docs/plaud-api.md ("The flow"), under ``/developer/api``."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from . import media
@@ -77,7 +77,14 @@ class UserTokenHandler(JsonHandler):
 
 # -- file upload -----------------------------------------------------------------------------
 
-class PresignHandler(JsonHandler):
+class UploadHandler(JsonHandler):
+    """What starting and completing an upload share: URLs on this server's own origin."""
+
+    def origin(self) -> str:
+        return f"{self.request.protocol}://{self.request.host}"
+
+
+class PresignHandler(UploadHandler):
     endpoint = "generate_presigned_urls"
 
     def post(self) -> None:
@@ -109,17 +116,15 @@ class PresignHandler(JsonHandler):
         return self.ctx.signer.presign(self.origin(), f"/_storage/uploads/{upload.upload_id}/{part_number}",
                                        self.settings_.presign_ttl_s)
 
-    def origin(self) -> str:
-        return f"{self.request.protocol}://{self.request.host}"
 
-
-class CompleteUploadHandler(PresignHandler):
+class CompleteUploadHandler(UploadHandler):
     endpoint = "complete_upload"
 
     async def post(self) -> None:
         user = self.bearer("user")
         body = self.json_body()
-        upload = self.state.uploads.get(body.get("upload_id")) if isinstance(body.get("upload_id"), str) else None
+        upload_id = body.get("upload_id")
+        upload = self.state.uploads.get(upload_id) if isinstance(upload_id, str) else None
         if upload is None or upload.file_id != body.get("file_id") or (upload.client_id, upload.user_id) != (
                 user["client_id"], user["user_id"]):
             raise ApiError(404, "UPLOAD_NOT_FOUND", "no open upload with this file_id and upload_id for this user "
@@ -247,5 +252,5 @@ def validate_params(params: Any) -> dict[str, Any]:
     return params
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -14,10 +14,11 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from xml.sax.saxutils import escape
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from .faults import FaultInjector, KeyedLimiter
 from .settings import SandboxSettings
@@ -89,7 +90,8 @@ class BaseHandler(tornado.web.RequestHandler):
             await asyncio.sleep(fault.latency_s)
         if fault.kind == "drop":
             self.dropped = True
-            self.request.connection.close()
+            # Tornado's HTTPServer hands handlers an HTTP1Connection; its annotation is the abstract base.
+            cast(HTTP1Connection, self.request.connection).close()
             self._finished = True  # nothing more is written: the client sees a dropped connection
             self.on_finish()
             raise tornado.web.Finish()

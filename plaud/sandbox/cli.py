@@ -7,7 +7,8 @@ environment variable and a runtime config key under the same name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -37,8 +38,9 @@ def sandbox(**flags: Any) -> None:
       plaud-workers sandbox --port 0              # any free port (printed)
       plaud-workers sandbox --fault-5xx 0.1 --fault-latency-ms 20 --fault-seed 7
 
-    Admin endpoints (not part of Plaud's API): GET /_sandbox/stats, POST /_sandbox/reset,
-    GET and PATCH /_sandbox/config (JSON of any setting above except host, port, data-dir).
+    Admin endpoints (not part of Plaud's API): GET /_sandbox/stats, /_sandbox/transcriptions and
+    /_sandbox/issued, POST /_sandbox/reset, GET and PATCH /_sandbox/config (JSON of any setting
+    above except host, port, data-dir). See docs/sandbox.md.
     """
     from .server import serve
 

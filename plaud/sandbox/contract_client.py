@@ -1,4 +1,4 @@
-"""A plain client of the documented flow, written only from PLAUD_API.md section 0.
+"""A plain client of the documented flow, written only from the API contract (docs/plaud-api.md).
 
 It imports nothing from this project (a test checks that), so it shows what a client written
 from the contract alone gets from the sandbox. It is deliberately naive: no retries, no token
@@ -86,12 +86,12 @@ def transcribe(path: str, *, base_url: str, client_id: str, secret_key: str, api
 
 def main(argv: list[str]) -> int:
     env = os.environ
-    settings = {"base_url": env.get("PLAUD_BASE_URL", "http://127.0.0.1:8765/developer/api"),
-                "client_id": env.get("PLAUD_CLIENT_ID", "sandbox-client-id"),
-                "secret_key": env.get("PLAUD_SECRET_KEY", "sandbox-secret-key"),
-                "api_key": env.get("PLAUD_API_KEY", "sandbox-api-key")}
+    base_url = env.get("PLAUD_BASE_URL", "http://127.0.0.1:8765/developer/api")
+    client_id = env.get("PLAUD_CLIENT_ID", "sandbox-client-id")
+    secret_key = env.get("PLAUD_SECRET_KEY", "sandbox-secret-key")
+    api_key = env.get("PLAUD_API_KEY", "sandbox-api-key")
     for path in argv:
-        result = transcribe(path, **settings)
+        result = transcribe(path, base_url=base_url, client_id=client_id, secret_key=secret_key, api_key=api_key)
         print(json.dumps({"file": path, "status": result["status"], "text": result["data"].get("text"),
                           "message": result.get("message")}))
     return 0

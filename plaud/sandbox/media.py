@@ -58,7 +58,7 @@ def remove_quietly(path: str) -> None:
         pass
 
 
-async def prepare_transcription(ctx: "SandboxContext", tx: "Transcription",
+async def prepare_transcription(ctx: SandboxContext, tx: Transcription,
                                 own: tuple[str, dict[str, str]] | None) -> None:
     temp_path = None
     try:
@@ -93,7 +93,7 @@ async def prepare_transcription(ctx: "SandboxContext", tx: "Transcription",
             remove_quietly(temp_path)
 
 
-def _own_file(ctx: "SandboxContext", path: str, query: dict[str, str]) -> tuple[str, str]:
+def _own_file(ctx: SandboxContext, path: str, query: dict[str, str]) -> tuple[str, str]:
     try:
         ctx.signer.verify_presigned(path, query)
     except SignatureError as exc:

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -170,7 +171,7 @@ def serve(settings: SandboxSettings, echo: Callable[[str], None] = print) -> Non
     async def main() -> None:
         running = await start(settings)
         echo(f"Plaud sandbox listening on {running.base_url}")
-        echo("It does no speech recognition: transcripts come from the audio's tags (see README).")
+        echo("It does no speech recognition: transcripts come from the audio's tags (see docs/sandbox.md).")
         echo("Point a worker at it with:")
         for name, value in worker_environment(running).items():
             echo(f"  export {name}={value}")
@@ -195,7 +196,7 @@ class SandboxThread:
         self._thread = threading.Thread(target=self._loop.run_forever, name="plaud-sandbox", daemon=True)
         self.running: Running | None = None
 
-    def start(self) -> "SandboxThread":
+    def start(self) -> SandboxThread:
         self._thread.start()
         self.running = asyncio.run_coroutine_threadsafe(start(self.settings), self._loop).result(timeout=30)
         return self
@@ -225,7 +226,7 @@ class SandboxThread:
         assert self.running is not None, "the sandbox is not started"
         return self.running.origin
 
-    def __enter__(self) -> "SandboxThread":
+    def __enter__(self) -> SandboxThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -243,7 +244,7 @@ class SandboxProcess:
         self.origin = ""
         self.base_url = ""
 
-    def start(self) -> "SandboxProcess":
+    def start(self) -> SandboxProcess:
         cmd = [sys.executable, "-m", "plaud.sandbox", "--port", "0", *self.flags]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env={**os.environ, **(self.env or {})})
@@ -280,7 +281,7 @@ class SandboxProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "SandboxProcess":
+    def __enter__(self) -> SandboxProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..rates import Rate
 
@@ -104,7 +105,7 @@ class SandboxSettings:
         return dataclasses.fields(cls)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "SandboxSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxSettings:
         """Defaults, then ``PLAUD_SANDBOX_*`` variables, then explicit ``overrides`` (flags)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -115,7 +116,7 @@ class SandboxSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def updated(self, changes: Mapping[str, Any]) -> "SandboxSettings":
+    def updated(self, changes: Mapping[str, Any]) -> SandboxSettings:
         """A copy with runtime-changeable fields replaced; unknown or start-only keys are refused."""
         by_name = {f.name: f for f in self.fields()}
         clean: dict[str, Any] = {}

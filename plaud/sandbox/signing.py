@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import calendar
+import collections
 import hashlib
 import hmac
 import json
 import secrets
 import time
-import collections
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -56,7 +56,7 @@ class Signer:
                                            repr=False)
 
     @classmethod
-    def random(cls) -> "Signer":
+    def random(cls) -> Signer:
         return cls(secrets.token_bytes(32))
 
     def _mac(self, message: str) -> str:

@@ -6,6 +6,7 @@ blocking work (merging parts, decoding audio) runs in an executor and hands resu
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import secrets
@@ -16,7 +17,6 @@ from typing import Any
 from ..transcriptions import TranscriptionStatus as Status
 from .audio import Analysis
 from .transcripts import build_result
-
 
 # Where in its processing time a task reports each in-progress status.
 _PROGRESSION = ((0.10, Status.PENDING), (0.20, Status.RECEIVED), (0.30, Status.STARTED), (1.0, Status.PROGRESS))
@@ -172,7 +172,7 @@ class SandboxState:
         self.files: dict[str, StoredFile] = {}
         self.transcriptions: dict[str, Transcription] = {}
         self.analyses: dict[str, Analysis] = {}  # by file MD5: a file is decoded once
-        self.analyses_pending: dict[str, Any] = {}  # by file MD5: decodes under way (asyncio futures)
+        self.analyses_pending: dict[str, asyncio.Future[Analysis]] = {}  # by file MD5: decodes under way
         self.stats = Stats()
         os.makedirs(self.uploads_dir, exist_ok=True)
         os.makedirs(self.files_dir, exist_ok=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from typing import IO
+from typing import IO, cast
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
-from .base import ApiError, XmlHandler
+from .base import ApiError, SandboxContext, XmlHandler
 from .media import remove_quietly
 from .signing import SignatureError
 from .state import Upload
@@ -35,7 +36,7 @@ class PresignedHandler(XmlHandler):
 class PartUploadHandler(PresignedHandler):
     endpoint = "part_upload"
 
-    def initialize(self, ctx) -> None:  # type: ignore[override]
+    def initialize(self, ctx: SandboxContext) -> None:
         super().initialize(ctx)
         self.upload: Upload | None = None
         self.part_number = 0
@@ -50,7 +51,8 @@ class PartUploadHandler(PresignedHandler):
     async def prepare(self) -> None:
         # A rejection is answered after the body has been drained: closing mid-body would show the
         # client a broken pipe instead of the 403 it must act on (re-issue the URL).
-        self.request.connection.set_max_body_size(self.settings_.max_file_size_bytes)
+        # Tornado's HTTPServer hands handlers an HTTP1Connection; its annotation is the abstract base.
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(self.settings_.max_file_size_bytes)
         if self.request.method == "PUT":  # in flight from arrival: injected latency is network time
             self.state.stats.part_upload_started()
             self.counted_in_flight = True

@@ -1,9 +1,10 @@
 """Build the ``data`` of a finished transcription from an audio analysis and the request params.
 
-The shape is the primary one of PLAUD_API.md 4.3: ``text``, ``language``, ``duration``,
-``results[{start, end, text, speaker_id, language, language_probability}]`` and, when asked
-for, ``embeddings``. The words of the transcript text are spread over the speech regions in
-proportion to their length, so segment timing follows the real audio.
+The shape is the primary one in docs/plaud-api.md ("Transcription results"): ``text``,
+``language``, ``duration``, ``results[{start, end, text, speaker_id, language,
+language_probability}]`` and, when asked for, ``embeddings``. The words of the transcript text
+are spread over the speech regions in proportion to their length, so segment timing follows the
+real audio.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def build_result(analysis: Analysis, params: dict[str, Any], md5_hex: str) -> di
 
     results: list[dict[str, Any]] = []
     cursor = 0.0
-    for region, words in zip(analysis.regions, words_per_region):
+    for region, words in zip(analysis.regions, words_per_region, strict=True):
         if decode_silence and region.start_s - cursor >= 0.3:
             results.append(_segment(cursor, region.start_s, "", None, language, probability))
         if words:

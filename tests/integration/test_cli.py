@@ -11,6 +11,7 @@ import requests
 
 from plaud.sandbox import SandboxProcess, admin
 from plaud.sandbox.audio import analyse
+from tasks import names
 
 CLI = [sys.executable, "-m", "workers.cli"]
 
@@ -98,7 +99,7 @@ def test_plaud_workers_worker_starts_a_worker(sandbox, redis_server, tmp_path):
     log = tmp_path / "worker.log"
     env = {**os.environ, **worker_environment(sandbox.running), "REDIS_URL": redis_server.url.replace("/0", "/4")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*CLI, "worker", "-Q", "plaud.api", "-c", "1"], env=env, stdout=out,
+        proc = subprocess.Popen([*CLI, "worker", "-Q", names.API_QUEUE, "-c", "1"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ from plaud.client import PlaudClient
 from plaud.retry import RetryPolicy
 from plaud.sandbox.signing import Signer
 from plaud.upload import UploadProgress
+from tasks import names
 
 CHUNK = 64 * 1024
 
@@ -127,7 +128,7 @@ def test_tokens_in_redis_are_sealed(plaud_config, redis_client, tmp_path, config
     configure(chunk_size_bytes=CHUNK)
     path, _ = recording(tmp_path, "a.mp3", parts=1)
     PlaudClient(plaud_config, redis=redis_client).upload(path)
-    values = [redis_client.get(key) for key in redis_client.keys("plaud:token:*")]
+    values = [redis_client.get(key) for key in redis_client.keys(names.TOKEN_PREFIX + "*")]
     assert len(values) == 2
     for value in values:
         assert value.startswith(b"sealed:v1:") and b"eyJ" not in value

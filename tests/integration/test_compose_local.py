@@ -19,6 +19,7 @@ import yaml
 from celery import Celery
 
 from plaud.sandbox import SandboxProcess
+from tasks import names
 from tests.helpers import outcome, wait_http_ok
 from workers.local_redis import RedisServer, free_port
 from workers.local_stack import WorkerProcess
@@ -88,7 +89,7 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
             env = dict(dotenv_values)
             env.update(services[name].get("environment") or {})
             env["REDIS_URL"] = env["REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{server.port}")
-            env["PLAUD_BASE_URL"] = env["PLAUD_BASE_URL"].replace("http://sandbox:8765", sandbox.origin)
+            env["PLAUD_SANDBOX_URL"] = env["PLAUD_SANDBOX_URL"].replace("http://sandbox:8765", sandbox.origin)
             env["PLAUD_WEBHOOK_ALLOW_PRIVATE"] = "true"
             return env
 
@@ -117,7 +118,8 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
 
         client = Celery(broker=redis_url, backend=redis_url)
         path, text = good_files[3]
-        handle = client.send_task("plaud.transcribe", kwargs={"source": path, "recording_id": f"compose-{time.time_ns()}"})
+        handle = client.send_task(names.TRANSCRIBE,
+                                  kwargs={"source": path, "recording_id": f"compose-{time.time_ns()}"})
         assert outcome(handle, timeout_s=90)["text"] == text
 
         flower_url = f"http://127.0.0.1:{flower_port}"

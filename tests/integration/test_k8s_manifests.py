@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from workers.celery_app import QUEUES
+from tasks.names import WORKER_QUEUES as QUEUES
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "deploy", "k8s", "base")

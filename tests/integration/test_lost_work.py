@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from tasks import names
 from tests.conftest import PipelineStack
 from tests.helpers import outcome, wait_for_state
 
-NO_POLLS = ("celery", "plaud.api", "plaud.uploads")
+NO_POLLS = (names.ENTRY_QUEUE, names.API_QUEUE, names.UPLOADS_QUEUE)
 
 
 @pytest.fixture
@@ -49,14 +50,14 @@ def test_a_deleted_poll_message_is_replaced_by_the_reconciler(stack, good_files)
     handle = stack.send(source=path, recording_id=recording_id)
 
     def queued_poll():
-        return [raw for raw in stack.redis.lrange("plaud.polls", 0, -1) if message_args(raw)[0] == recording_id]
+        return [raw for raw in stack.redis.lrange(names.POLLS_QUEUE, 0, -1) if message_args(raw)[0] == recording_id]
 
     [message] = wait_for(queued_poll, what="the poll message in plaud.polls")
     assert stack.redis.lrem("plaud.polls", 0, message) == 1
     assert stack.redis.llen("plaud.polls") == 0
     assert stack.record(recording_id)["state"] == "SUBMITTED"
 
-    stack.start_worker(queues=("plaud.polls",), extra_args=())
+    stack.start_worker(queues=(names.POLLS_QUEUE,), extra_args=())
     assert outcome(handle, timeout_s=60)["text"] == text
     record = stack.record(recording_id)
     assert int(record["reconciled"]) >= 1 and record["state"] == "SUCCEEDED"
@@ -78,7 +79,7 @@ def test_a_stage_message_dropped_with_its_dying_worker(stack, configure, tmp_pat
     # timeout. Drop it, as if that had been lost too.
     unacked = stack.redis.hgetall("unacked")
     dropped = [tag for tag, raw in unacked.items()
-               if json.loads(raw)[0]["headers"]["task"] == "plaud.upload"
+               if json.loads(raw)[0]["headers"]["task"] == names.UPLOAD
                and message_args(json.dumps(json.loads(raw)[0]).encode())[0] == recording_id]
     assert len(dropped) == 1, unacked
     stack.redis.hdel("unacked", *dropped)

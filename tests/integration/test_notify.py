@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tasks import names
 from tasks.notify import verify
 from tests.helpers import outcome
 
@@ -113,13 +114,13 @@ def test_a_failed_recording_is_announced_too(pipeline, receiver, tmp_path):
 
 def test_callback_task_is_sent_to_the_callbacks_queue(pipeline, good_files):
     recording_id = f"callback-{time.time_ns()}"
-    pipeline.redis.delete("plaud.callbacks")
+    pipeline.redis.delete(names.CALLBACKS_QUEUE)
     outcome(pipeline.send(source=good_files[9][0], recording_id=recording_id, callback_task="billing.on_transcript"))
     deadline = time.monotonic() + 10
-    while pipeline.redis.llen("plaud.callbacks") == 0:
+    while pipeline.redis.llen(names.CALLBACKS_QUEUE) == 0:
         assert time.monotonic() < deadline, "no callback message"
         time.sleep(0.05)
-    message = json.loads(pipeline.redis.lpop("plaud.callbacks"))
+    message = json.loads(pipeline.redis.lpop(names.CALLBACKS_QUEUE))
     assert message["headers"]["task"] == "billing.on_transcript"
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert kwargs["event"]["recording_id"] == recording_id and kwargs["event"]["type"] == "recording.succeeded"

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from plaud.sandbox.testaudio import make_recording
+from tasks import names
 from tests.helpers import outcome, wait_for_state
 
 
@@ -44,7 +45,7 @@ def test_a_mixed_batch_of_20_from_a_bare_client(pipeline, configure, good_files,
         handles[name] = pipeline.send(recording_id=f"{run}-{name}", **kwargs)
     assert len(handles) == 20
 
-    for i, (path, text) in enumerate(good_files[:10]):
+    for i, (_path, text) in enumerate(good_files[:10]):
         result = outcome(handles[f"good-{i}"])
         assert isinstance(result, dict), result
         assert result["text"] == text and result["metadata"] == {"n": i}
@@ -133,7 +134,7 @@ def test_worker_killed_during_upload_and_during_polling(pipeline, configure, tmp
     # idempotency key, so that window cannot be closed, only flagged on the record (at most 2).
     # The check-then-lease race is covered deterministically in test_pipeline_stages.
     counts = [per_md5.get(md5(f.path)) for f in files]
-    for count, record in zip(counts, records):
+    for count, record in zip(counts, records, strict=False):
         assert count == 1 or (record.get("possible_duplicate_submit") == "1" and count == 2), (counts, records)
     assert any(int(pipeline.record(f"{run}-{i}").get("reconciled", 0)) > 0 for i in range(3))
 
@@ -158,7 +159,7 @@ def test_task_events_show_no_source_signature(pipeline, good_files, file_server)
     received = []
 
     def on_event(event):
-        if event.get("type") == "task-received" and event.get("name") == "plaud.transcribe":
+        if event.get("type") == "task-received" and event.get("name") == names.TRANSCRIBE:
             received.append(event)
 
     with pipeline.client.connection_for_read() as connection:
@@ -186,15 +187,12 @@ def test_task_events_show_no_source_signature(pipeline, good_files, file_server)
     assert "signed.mp3" in shown and "topsecretsig" not in shown and "abc123" not in shown
 
 
-def test_the_python_helper(pipeline, good_files, monkeypatch, tmp_path):
+def test_the_python_helper(pipeline, good_files, tmp_path):
     from tasks.errors import RecordingFailed
-    from tasks.runtime import reset_runtime
+    from tasks.runtime import Runtime, using
     from workers.handle import transcribe
 
-    for name, value in pipeline.env.items():
-        monkeypatch.setenv(name, value)
-    reset_runtime()
-    try:
+    with using(Runtime.from_env(pipeline.env)):
         path, text = good_files[6]
         handle = transcribe(path, app=pipeline.client, metadata={"via": "helper"})
         assert handle.result(timeout_s=60)["metadata"] == {"via": "helper"}
@@ -203,5 +201,3 @@ def test_the_python_helper(pipeline, good_files, monkeypatch, tmp_path):
         with pytest.raises(RecordingFailed, match="no such file"):
             failing.result(timeout_s=60)
         assert failing.status()["state"] == "FAILED"
-    finally:
-        reset_runtime()

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 
+from plaud.config import PlaudConfig
+from plaud.rates import Rate
+from tasks import names
 from tasks.records import RecordingState
-from tasks.runtime import reset_runtime, runtime
+from tasks.runtime import Runtime, using
+from tasks.settings import PipelineSettings
 from tasks.submit import submit
 
 
-@pytest.fixture
-def rt(monkeypatch, sandbox, redis_server, redis_client):
-    from plaud.sandbox import worker_environment
+def build_runtime(sandbox, redis_server, *, tx_rate_limit: str | None = None) -> Runtime:
+    """A runtime handed in whole: this test's Redis and sandbox, the environment untouched."""
+    config = PlaudConfig.sandbox(sandbox.base_url, user_id="sandbox-user",
+                                 tx_rate_limit=Rate.parse(tx_rate_limit) if tx_rate_limit else None)
+    return Runtime.build(PipelineSettings(redis_url=redis_server.url), config)
 
-    for name, value in {**worker_environment(sandbox.running), "REDIS_URL": redis_server.url}.items():
-        monkeypatch.setenv(name, value)
-    reset_runtime()
-    yield runtime()
-    reset_runtime()
+
+@pytest.fixture
+def rt(sandbox, redis_server, redis_client):
+    with using(build_runtime(sandbox, redis_server)) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def limited_runtime(sandbox, redis_server, redis_client):
+    """The same with a fleet budget: ``limited_runtime("1/m")``."""
+
+    with contextlib.ExitStack() as stack:
+        yield lambda rate: stack.enter_context(using(build_runtime(sandbox, redis_server, tx_rate_limit=rate)))
 
 
 def test_submit_uploads_again_when_the_download_url_expired(rt, api, speech_mp3):
@@ -80,12 +95,10 @@ def test_a_run_that_waited_for_the_lease_sees_the_other_runs_submit(rt, api, spe
     assert api.stats()["uploads_completed"] == 1
 
 
-def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(rt, monkeypatch, api, speech_mp3):
+def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(limited_runtime, api, speech_mp3):
     from celery.exceptions import Retry
 
-    monkeypatch.setenv("PLAUD_TX_RATE_LIMIT", "1/m")
-    reset_runtime()
-    limited = runtime()
+    limited = limited_runtime("1/m")
     assert limited.client.limiter.try_acquire("another-recording") == 0.0  # the minute's only slot
     rid = f"held-{time.time_ns()}"
     limited.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {},
@@ -99,12 +112,10 @@ def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(rt, monkeypatch
     assert api.stats()["transcriptions_created"] == 0
 
 
-def test_recordings_still_in_the_broker_count_against_the_budgets_slack(rt, monkeypatch, redis_client):
-    monkeypatch.setenv("PLAUD_TX_RATE_LIMIT", "10/m")
-    reset_runtime()
-    limited = runtime()
+def test_recordings_still_in_the_broker_count_against_the_budgets_slack(limited_runtime, redis_client):
+    limited = limited_runtime("10/m")
     assert limited.budget_slack() == 1.0
     redis_client.rpush("celery", "entry-1", "entry-2")  # two recordings not yet entered
-    redis_client.rpush("plaud.api", "entry-3")
+    redis_client.rpush(names.API_QUEUE, "entry-3")
     assert limited.entries_waiting() == 3
     assert limited.budget_slack() == pytest.approx(0.4)  # each will submit and poll: 6 of 10

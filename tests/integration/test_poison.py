@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from tasks import names
 from tests.helpers import outcome
 
 
@@ -18,15 +19,15 @@ def test_poison_messages_fail_alone_with_a_reason(pipeline, good_files):
     run = f"poison-{time.time_ns()}"
     client = pipeline.client
     poison = {
-        "malformed kwargs": client.send_task("plaud.transcribe", kwargs={"source": 42, "recording_id": f"{run}-m"}),
-        "positional args": client.send_task("plaud.transcribe", args=[path]),
-        "oversized kwargs": client.send_task("plaud.transcribe", kwargs={
+        "malformed kwargs": client.send_task(names.TRANSCRIBE, kwargs={"source": 42, "recording_id": f"{run}-m"}),
+        "positional args": client.send_task(names.TRANSCRIBE, args=[path]),
+        "oversized kwargs": client.send_task(names.TRANSCRIBE, kwargs={
             "source": path, "recording_id": f"{run}-o", "metadata": {"blob": "x" * 200_000}}),
         "unknown task": client.send_task("plaud.transcribe_v2", kwargs={
             "source": "https://files.example/a.mp3?X-Amz-Signature=poisonsecret42"}),
         # What a Celery client of the pickle era sends: the worker accepts JSON only.
-        "older contract (pickle)": client.send_task("plaud.transcribe", kwargs={"source": path}, serializer="pickle"),
-        "older contract (renamed kwarg)": client.send_task("plaud.transcribe", kwargs={"audio_url": path}),
+        "older contract (pickle)": client.send_task(names.TRANSCRIBE, kwargs={"source": path}, serializer="pickle"),
+        "older contract (renamed kwarg)": client.send_task(names.TRANSCRIBE, kwargs={"audio_url": path}),
     }
     good = pipeline.send(source=path, recording_id=f"{run}-good")
 

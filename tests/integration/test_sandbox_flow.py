@@ -40,7 +40,7 @@ def test_segments_follow_the_speech_regions_and_speakers(api, speech_mp3):
     result = api.transcribe_bytes(data, {"diarization": {"enabled": True}})
     segments = result["data"]["results"]
     assert len(segments) == len(speech_mp3.regions)
-    for seg, planned in zip(segments, speech_mp3.regions):
+    for seg, planned in zip(segments, speech_mp3.regions, strict=False):
         assert abs(seg["start"] - planned.start_s) < 0.1
         assert abs(seg["end"] - planned.end_s) < 0.1
         assert seg["speaker_id"] == f"Speaker {planned.speaker + 1}"

@@ -9,8 +9,18 @@ import requests
 import urllib3
 
 from plaud import retry
-from plaud.errors import (AuthError, BadRequest, BudgetSpent, FatalError, NotFound, PlaudConnectionError,
-                          PlaudTimeout, RateLimited, RetryableError, ServerError)
+from plaud.errors import (
+    AuthError,
+    BadRequest,
+    BudgetSpent,
+    FatalError,
+    NotFound,
+    PlaudConnectionError,
+    PlaudTimeout,
+    RateLimited,
+    RetryableError,
+    ServerError,
+)
 from plaud.transport import Transport, error_for_response
 
 

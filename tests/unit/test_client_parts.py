@@ -16,8 +16,8 @@ from plaud.auth import MemoryTokenStore, RedisTokenStore, Token, TokenProvider, 
 from plaud.client import merge_params
 from plaud.config import PlaudConfig
 from plaud.errors import AuthError, ConfigError, UnsupportedAudio
-from plaud.rates import Rate
 from plaud.ratelimit import POLL, SAFETY_S, SUBMIT, MemoryLimiter, RedisLimiter
+from plaud.rates import Rate
 from plaud.redact import RedactingFilter, redact, register_secrets
 from plaud.sealing import Sealer
 from plaud.transcode import sniff, to_mp3
@@ -39,6 +39,15 @@ def test_regions(region, url):
     env = {"PLAUD_REGION": region, "PLAUD_CLIENT_ID": "c", "PLAUD_SECRET_KEY": "s", "PLAUD_API_KEY": "k"}
     config = PlaudConfig.from_env(env)
     assert config.base_url == url and not config.is_sandbox
+
+
+def test_a_deployments_sandbox_url_never_outranks_a_region():
+    """Compose names its sandbox service for every container: real credentials must still reach Plaud."""
+    compose = {"PLAUD_SANDBOX_URL": "http://sandbox:8765/developer/api"}
+    assert PlaudConfig.from_env(compose).base_url == "http://sandbox:8765/developer/api"
+    live = {**compose, "PLAUD_REGION": "us", "PLAUD_CLIENT_ID": "c", "PLAUD_SECRET_KEY": "s", "PLAUD_API_KEY": "k"}
+    config = PlaudConfig.from_env(live)
+    assert config.base_url == "https://platform-us.plaud.ai/developer/api" and not config.is_sandbox
 
 
 @pytest.mark.parametrize("env, words", [

@@ -10,14 +10,15 @@ import fakeredis
 import pytest
 
 from plaud.errors import ConfigError
-from plaud.sealing import Sealer
 from tasks import reconcile
 from tasks.errors import InvalidRequest
-from tasks.records import DUE_INDEX, RecordingState, RecordStore
+from tasks.names import DUE_INDEX
+from tasks.records import RecordingState
 from tasks.schedule import PollSchedule, overdue_fraction
 from tasks.settings import PipelineSettings
 from tasks.timing import GENERATION_STEPS, STEP_START, TARGET_HIT_RATE, TimingModel
 from tasks.transcribe import shown_source, validate
+from tests.helpers import FakeRuntime, fake_record_store
 
 # -- schedule ----------------------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ def test_polls_per_recording_stay_few_and_detection_delay_small():
 
 @pytest.fixture
 def store():
-    return RecordStore(fakeredis.FakeRedis(), Sealer("test-secret"), ttl_s=3600)
+    return fake_record_store()
 
 
 def test_create_is_idempotent(store):
@@ -168,12 +169,6 @@ def test_bad_pipeline_settings_name_the_variable(env):
 # -- reconciler --------------------------------------------------------------------------------
 
 
-class FakeRuntime:
-    def __init__(self, store):
-        self.store = store
-        self.settings = PipelineSettings()
-
-
 def test_reconciler_redrives_overdue_recordings_from_the_right_stage(store, monkeypatch):
     sent = []
 
@@ -225,8 +220,9 @@ def test_webhooks_need_a_secret_and_callbacks_a_queue_of_their_own():
 
 
 def test_the_budget_watches_the_queues_entry_tasks_wait_in():
-    from tasks.runtime import ENTRY_QUEUES
-    from workers.celery_app import ENTRY, ROUTES
+    from tasks.names import ENTRY_QUEUE as ENTRY
+    from tasks.names import ENTRY_QUEUES
+    from workers.celery_app import ROUTES
 
     assert set(ENTRY_QUEUES) == {ENTRY, ROUTES["plaud.transcribe"]["queue"]}
 

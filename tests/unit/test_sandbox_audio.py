@@ -16,7 +16,7 @@ def test_vad_and_speakers_recover_the_generated_layout(tmp_path, speakers, seed)
     analysis = analyse(recording.path)
     assert analysis.duration_s == pytest.approx(25.0, abs=0.1)
     assert len(analysis.regions) == len(recording.regions)
-    for found, planned in zip(analysis.regions, recording.regions):
+    for found, planned in zip(analysis.regions, recording.regions, strict=False):
         assert found.start_s == pytest.approx(planned.start_s, abs=0.1)
         assert found.end_s == pytest.approx(planned.end_s, abs=0.1)
         assert found.speaker == planned.speaker

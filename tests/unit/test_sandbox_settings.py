@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from plaud.sandbox.faults import FaultInjector, KeyedLimiter
 from plaud.rates import Rate
+from plaud.sandbox.faults import FaultInjector, KeyedLimiter
 from plaud.sandbox.settings import SandboxSettings, SettingsError
 
 

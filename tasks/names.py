@@ -1,0 +1,60 @@
+"""Every name the pipeline shares with the outside world, defined once: queues, tasks, Redis keys.
+
+Task and queue names are the wire contract (other services enqueue by name, operators route and
+scale by queue); Redis keys are what the CLI, the reconciler, the chaos suite and the benchmarks
+read. Import them from here; never spell them again.
+"""
+
+from __future__ import annotations
+
+# The client's own keys, re-exported so that this module lists them all.
+from plaud.keys import TOKEN_PREFIX as TOKEN_PREFIX
+from plaud.keys import TX_BUDGET_PREFIX as TX_BUDGET_PREFIX
+from plaud.keys import tx_budget_key as tx_budget_key
+
+# -- queues ----------------------------------------------------------------------------------
+ENTRY_QUEUE = "celery"  # the default queue of a bare Celery client: send_task() with no routing lands here
+API_QUEUE = "plaud.api"  # short API calls: entry, submit, deliver, reconcile, webhooks
+UPLOADS_QUEUE = "plaud.uploads"  # bandwidth-heavy
+POLLS_QUEUE = "plaud.polls"  # countdown tasks, kept apart so they never sit in front of fresh work
+CALLBACKS_QUEUE = "plaud.callbacks"  # the default for callback tasks: a queue these workers never consume
+WORKER_QUEUES = (ENTRY_QUEUE, UPLOADS_QUEUE, API_QUEUE, POLLS_QUEUE)
+# Where plaud.transcribe waits before it runs: a bare client's default queue and the one it is routed to.
+ENTRY_QUEUES = (ENTRY_QUEUE, API_QUEUE)
+
+# -- tasks -----------------------------------------------------------------------------------
+TRANSCRIBE = "plaud.transcribe"  # the public entry point
+FOLLOW = "plaud.follow"  # a second enqueue of a recording id follows the first
+UPLOAD = "plaud.upload"
+SUBMIT = "plaud.submit"
+POLL = "plaud.poll"
+DELIVER = "plaud.deliver"
+RECONCILE = "plaud.reconcile"
+WEBHOOK = "plaud.webhook"
+
+ROUTES = {
+    UPLOAD: UPLOADS_QUEUE,
+    POLL: POLLS_QUEUE,
+    FOLLOW: POLLS_QUEUE,
+    TRANSCRIBE: API_QUEUE,
+    SUBMIT: API_QUEUE,
+    DELIVER: API_QUEUE,
+    RECONCILE: API_QUEUE,
+    WEBHOOK: API_QUEUE,
+}
+
+# -- Redis keys ------------------------------------------------------------------------------
+RECORD_PREFIX = "plaud:rec:"  # + recording id: the recording's hash
+DUE_INDEX = "plaud:recs:due"  # sorted set: when each live recording's next step is due (the reconciler's)
+RECENT_INDEX = "plaud:recs:recent"  # sorted set: recordings by last change (listings)
+TIMING_KEY = "plaud:timing"  # the learned processing-time model
+
+
+def record_key(recording_id: str) -> str:
+    return RECORD_PREFIX + recording_id
+
+
+def lease_key(recording_id: str) -> str:
+    """The hold one live run of a stage has on a recording."""
+    return f"{record_key(recording_id)}:lease"
+
