@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -22,10 +23,11 @@ import requests
 
 from . import retry
 from .auth import MemoryTokenStore, RedisTokenStore, TokenProvider
+from .budget import Budget
 from .config import PlaudConfig
-from .errors import BadRequest, BudgetSpent
+from .errors import BadRequest, BudgetQueued, BudgetSpent
 from .keys import tx_budget_key
-from .ratelimit import POLL, SUBMIT, Limiter, Load, MemoryLimiter, RedisLimiter
+from .ratelimit import POLL, SUBMIT, Load, MemoryLimiter
 from .redact import register_secrets
 from .sealing import Sealer
 from .sources import Source, prepare_source
@@ -57,10 +59,11 @@ class PlaudClient:
         store = RedisTokenStore(redis, self.sealer) if redis is not None else MemoryTokenStore()
         self.tokens = TokenProvider(store=store, client_id=config.client_id, mint_partner=self._mint_partner,
                                     mint_user=self._mint_user)
-        self.limiter: Limiter | None = None
+        # The fleet shares one budget through Redis; a client on its own counts its own requests.
+        self.budget: Budget | MemoryLimiter | None = None
         if config.tx_rate_limit is not None:
-            self.limiter = (RedisLimiter(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id))
-                            if redis is not None else MemoryLimiter(config.tx_rate_limit))
+            self.budget = (Budget(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id))
+                           if redis is not None else MemoryLimiter(config.tx_rate_limit))
         self.uploader = Uploader(self, self.transport, parallel_parts=config.parallel_parts,
                                  part_timeout_s=config.part_timeout_s, policy=policy)
 
@@ -132,9 +135,11 @@ class PlaudClient:
                before_send: Callable[[], None] | None = None) -> str:
         """Create a transcription task; returns its transcription_id.
 
-        ``waiter`` names the caller in the budget's queue (a recording id), so that a caller that
-        was refused keeps its place when it asks again. ``before_send`` runs just before each
-        request goes out (after the budget granted it): the place to count billable attempts.
+        ``waiter`` names the caller in the fleet budget's wait list (a recording id): refused, the
+        request waits there as data and BudgetQueued ends the caller's task until the dispatcher
+        wakes it. Without a waiter a refusal raises BudgetSpent with when to ask again.
+        ``before_send`` runs just before each request goes out (after the budget granted it): the
+        place to count billable attempts.
         """
         body = {"file_url": file_url, "params": merge_params(params)}
 
@@ -151,9 +156,14 @@ class PlaudClient:
             raise BadRequest("the submit answer has no transcription_id")
         return str(transcription_id)
 
-    def get(self, transcription_id: str) -> TranscriptionState:
+    def get(self, transcription_id: str, *, waiter: str | None = None,
+            before_send: Callable[[], None] | None = None) -> TranscriptionState:
+        """The transcription's state; ``waiter`` and ``before_send`` as for ``submit``."""
+
         def fetch() -> Any:
-            self._take_budget(transcription_id, POLL)
+            self._take_budget(waiter, POLL)
+            if before_send is not None:
+                before_send()
             return self.transport.request("GET", self._url(f"/open/partner/ai/transcriptions/{transcription_id}"),
                                           headers=self._api_headers()).json()
 
@@ -163,17 +173,29 @@ class PlaudClient:
         return {"X-Client-Id": self.config.client_id, "X-Client-Api-Key": self.config.api_key}
 
     def budget_load(self) -> Load | None:
-        """How busy the fleet-wide Transcription API budget is; None when there is no limit."""
-        return self.limiter.load() if self.limiter is not None else None
+        """How busy the Transcription API budget is; None when there is no limit."""
+        return self.budget.load() if self.budget is not None else None
 
     def _take_budget(self, waiter: str | None, kind: str) -> None:
-        """Spend one fleet-wide Transcription API slot; wait briefly or raise BudgetSpent."""
-        if self.limiter is None:
+        """Spend one Transcription API slot; or queue as ``waiter`` (BudgetQueued), or raise BudgetSpent."""
+        budget = self.budget
+        if budget is None:
             return
         give_up = time.monotonic() + self.limiter_wait_max_s
-        while (wait_s := self.limiter.try_acquire(waiter, kind)) > 0:
+        while True:
+            if isinstance(budget, Budget):
+                if budget.take(kind, waiter or uuid.uuid4().hex, queue=waiter is not None):
+                    return
+                if waiter is not None:
+                    raise BudgetQueued(f"the fleet-wide budget of {budget.rate} transcription requests is spent; "
+                                       f"{waiter}'s {kind} waits for a slot", kind=kind)
+                wait_s = max(budget.next_free_in_s(), 0.05)
+            else:
+                wait_s = budget.try_acquire(waiter, kind)
+                if wait_s <= 0:
+                    return
             if time.monotonic() + wait_s > give_up:
-                raise BudgetSpent(f"the fleet-wide budget of {self.limiter.rate} transcription requests is spent",
+                raise BudgetSpent(f"the fleet-wide budget of {budget.rate} transcription requests is spent",
                                   retry_after_s=wait_s)
             time.sleep(wait_s)
 

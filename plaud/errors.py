@@ -7,7 +7,8 @@
     │   ├── PlaudConnectionError        no answer; ``request_sent`` says whether it may have applied
     │   │   └── PlaudTimeout
     │   ├── RateLimited                 HTTP 429
-    │   │   └── BudgetSpent             the fleet-wide limiter has no slot (never retried in-process)
+    │   │   └── BudgetSpent             the fleet-wide budget has no slot (never retried in-process)
+    │   │       └── BudgetQueued        ... and the request now waits in the budget's wait list
     │   ├── ServerError                 HTTP 5xx
     │   └── UploadRestartNeeded         the upload must start over (expired URLs, spent upload id)
     └── FatalError                      the same request will fail again; a person must act
@@ -74,6 +75,15 @@ class RateLimited(RetryableError):
 
 class BudgetSpent(RateLimited):
     """Raised when the fleet-wide Transcription API budget has no slot; ``retry_after_s`` says when."""
+
+
+class BudgetQueued(BudgetSpent):
+    """Raised when a request was written into the fleet's wait list instead of sent: end the task;
+    the dispatcher enqueues it again when the budget grants it a slot. ``kind`` is submit or poll."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ServerError(RetryableError):

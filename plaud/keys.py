@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 TOKEN_PREFIX = "plaud:token:"  # + a hash of (client, user): sealed partner and user tokens
-TX_BUDGET_PREFIX = "plaud:ratelimit:tx:"  # + client id: the Transcription API budget's window and queues
+TX_BUDGET_PREFIX = "plaud:budget:tx:"  # + client id: the Transcription API budget's window, wait lists, grants
 
 
 def tx_budget_key(client_id: str) -> str:

@@ -16,7 +16,9 @@ from plaud.keys import tx_budget_key as tx_budget_key
 ENTRY_QUEUE = "celery"  # the default queue of a bare Celery client: send_task() with no routing lands here
 API_QUEUE = "plaud.api"  # short API calls: entry, submit, deliver, reconcile, webhooks
 UPLOADS_QUEUE = "plaud.uploads"  # bandwidth-heavy
-POLLS_QUEUE = "plaud.polls"  # countdown tasks, kept apart so they never sit in front of fresh work
+# Countdown polls, kept apart so they never sit in front of fresh work; and the submits and polls
+# the budget has just granted a slot, so they never sit behind a backlog of new work.
+POLLS_QUEUE = "plaud.polls"
 CALLBACKS_QUEUE = "plaud.callbacks"  # the default for callback tasks: a queue these workers never consume
 WORKER_QUEUES = (ENTRY_QUEUE, UPLOADS_QUEUE, API_QUEUE, POLLS_QUEUE)
 # Where plaud.transcribe waits before it runs: a bare client's default queue and the one it is routed to.
@@ -48,6 +50,8 @@ RECORD_PREFIX = "plaud:rec:"  # + recording id: the recording's hash
 DUE_INDEX = "plaud:recs:due"  # sorted set: when each live recording's next step is due (the reconciler's)
 RECENT_INDEX = "plaud:recs:recent"  # sorted set: recordings by last change (listings)
 TIMING_KEY = "plaud:timing"  # the learned processing-time model
+UPLOADS_AHEAD = "plaud:uploads:ahead"  # sorted set: recordings uploaded (or uploading) and not yet submitted
+UPLOADS_WAITING = "plaud:uploads:waiting"  # sorted set: recordings waiting for an upload slot, in order
 
 
 def record_key(recording_id: str) -> str:

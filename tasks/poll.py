@@ -70,12 +70,17 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
         raise self.failed(recording_id, FailureKind.TIMED_OUT, f"timed out: Plaud had not finished after "
                                                                f"{rt.settings.poll_deadline_s} s (last status "
                                                                f"{record.get('plaud_status', 'unknown')})")
-    if not rt.schedule.probe_still_worth_it(waited_s, expected_s, rt.budget_slack()):
+    granted = record.get("waiting_for") == "poll"  # it waited for budget and holds a slot now: use it
+    if not granted and not rt.schedule.probe_still_worth_it(waited_s, expected_s, rt.budget_slack()):
         # The budget got tight since this probe was planned: wait for the on-time poll instead.
         rt.store.increment(recording_id, "probes_skipped")
         raise wait_until(self, recording_id, record, now + rt.schedule.next_delay_s(waited_s, expected_s, 0.0))
+    def sending() -> None:
+        if record.get("waiting_for"):
+            rt.store.clear(recording_id, "waiting_for", "waiting_since")
+
     with self.errors_handled(recording_id):
-        state = rt.client.get(record.get("transcription_id"))
+        state = rt.client.get(record.get("transcription_id"), waiter=recording_id, before_send=sending)
     polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:

@@ -1,8 +1,10 @@
 """The reconciler: a periodic sweep that re-drives recordings whose next step is overdue.
 
 Every live recording has a due time in Redis (``plaud:recs:due``): a while after its last
-progress, or after its next poll. A recording past due with no stage holding its lease has lost
-its message (a worker died with it, a re-publish failed): the sweep enqueues the rest of its
+progress, or after its next poll. A recording past due with no stage holding its lease, and not
+waiting in line (for budget or an upload slot: ``tasks.dispatch`` wakes those), has lost its
+message or its place in line (a worker died with it, a re-publish failed, Redis lost the wait
+list): the sweep enqueues the rest of its
 chain, ending in a deliver that carries the entry task's id, so the original caller's result
 still resolves. Stages are idempotent, and a replaced poll is retired by its token.
 """
@@ -41,8 +43,9 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
         if record is None or record.state.is_terminal:
             rt.store.drop_due(recording_id)
             continue
-        if rt.store.has_lease(recording_id):
-            rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)  # a stage is at work
+        if rt.store.has_lease(recording_id) or rt.in_line_for(recording_id):
+            # A stage is at work, or the recording waits in line as data: the dispatcher wakes it.
+            rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
             continue
         start = START_BY_STATE[record.state]
         if start is StageName.POLL and record.get("transcript") is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
+from plaud.budget import SUBMIT, Budget
 from plaud.client import PlaudClient
 from plaud.config import PlaudConfig
 
@@ -21,6 +22,7 @@ from .records import RecordStore
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .timing import TimingModel
+from .upload_slots import UploadSlots
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Runtime:
     store: RecordStore
     schedule: PollSchedule
     timing: TimingModel
+    upload_slots: UploadSlots | None  # None: no fleet budget, so submits never fall behind uploads
 
     @classmethod
     def build(cls, settings: PipelineSettings, config: PlaudConfig) -> Runtime:
@@ -39,12 +42,19 @@ class Runtime:
         connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
                                           socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
         client = PlaudClient(config, redis=connection)
+        upload_slots = None
+        if isinstance(client.budget, Budget):
+            # What the budget can submit within the upload lead, at the submits' share of it.
+            per_s = client.budget.shares[SUBMIT] / client.budget.rate.period_s
+            upload_slots = UploadSlots(connection, capacity=max(int(per_s * settings.upload_lead_s), 1),
+                                       stale_after_s=settings.download_url_ttl_s)
         return cls(settings, config, connection, client,
                    RecordStore(connection, client.sealer, ttl_s=settings.result_ttl_s),
                    PollSchedule(min_interval_s=settings.poll_min_interval_s,
                                 max_interval_s=settings.poll_max_interval_s,
                                 fixed_interval_s=settings.poll_fixed_interval_s),
-                   TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf))
+                   TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf),
+                   upload_slots)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
@@ -73,20 +83,37 @@ class Runtime:
 
     def plan_recording(self, recording_id: str) -> None:
         """A new recording will submit, then poll, as soon as it can."""
-        if self.client.limiter is not None:
+        if self.client.budget is not None:
             now = time.time()
-            self.client.limiter.plan(f"submit:{recording_id}", now)
-            self.client.limiter.plan(f"poll:{recording_id}", now)
+            self.client.budget.plan(f"submit:{recording_id}", now)
+            self.client.budget.plan(f"poll:{recording_id}", now)
 
     def plan_poll(self, recording_id: str, at_s: float) -> None:
         """The recording's next poll is at ``at_s``; its submit is done."""
-        if self.client.limiter is not None:
-            self.client.limiter.plan(f"poll:{recording_id}", at_s, instead_of=(f"submit:{recording_id}",))
+        if self.client.budget is not None:
+            self.client.budget.plan(f"poll:{recording_id}", at_s, instead_of=(f"submit:{recording_id}",))
+
+    # Waiting as data: the lines a recording can stand in (tasks.dispatch wakes them).
+
+    def in_line_for(self, recording_id: str) -> str | None:
+        """What the recording waits for in line now (``upload``, ``submit``, ``poll``); None if in no line."""
+        if self.upload_slots is not None and self.upload_slots.position(recording_id) is not None:
+            return "upload"
+        if isinstance(self.client.budget, Budget):
+            return self.client.budget.holds(recording_id)
+        return None
+
+    def leave_lines(self, recording_id: str) -> None:
+        """Give up the recording's every place in line and its upload slot (it ended, or was cancelled)."""
+        if isinstance(self.client.budget, Budget):
+            self.client.budget.cancel(recording_id)
+        if self.upload_slots is not None:
+            self.upload_slots.done(recording_id)
 
     def plan_nothing_more(self, recording_id: str) -> None:
         """The recording is done with Plaud's Transcription API (finished or failed)."""
-        if self.client.limiter is not None:
-            self.client.limiter.unplan(f"submit:{recording_id}", f"poll:{recording_id}")
+        if self.client.budget is not None:
+            self.client.budget.unplan(f"submit:{recording_id}", f"poll:{recording_id}")
 
 
 _installed: Runtime | None = None

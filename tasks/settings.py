@@ -42,6 +42,11 @@ class PipelineSettings:
     expected_rtf: float = 0.1
     poll_fixed_interval_s: float = 0.0  # > 0 polls on a fixed clock instead: for comparisons only
     download_url_ttl_s: int = 23 * 3600  # Plaud says ~24 h; keep an hour in hand
+    # With a fleet budget, a recording is uploaded at most this long before its expected submit
+    # (just in time: a deep backlog waits before its upload, and no DownloadUrl expires in line).
+    upload_lead_s: int = 22 * 3600
+    # How often each worker's dispatcher looks for free budget when nothing tells it sooner.
+    dispatch_tick_s: float = 0.5
     reconcile_every_s: int = 60
     reconcile_grace_s: int = 300
     # A stage's hold on its recording; renewed at every upload checkpoint. When a worker dies the
@@ -56,6 +61,9 @@ class PipelineSettings:
     webhook_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        if self.upload_lead_s >= self.download_url_ttl_s:
+            raise ConfigError(f"PLAUD_UPLOAD_LEAD_S ({self.upload_lead_s}) must be below PLAUD_DOWNLOAD_URL_TTL_S "
+                              f"({self.download_url_ttl_s}), or a DownloadUrl may expire before its submit")
         longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
         if self.visibility_timeout_s < 2 * longest_wait:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "

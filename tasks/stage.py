@@ -1,7 +1,8 @@
 """The base class of the pipeline's stages (upload, submit, poll): what every stage shares.
 
 A stage task owns loading its recording under the stage lease, and deciding what an exception
-means — a wait for budget, a retry, or the end of the recording — so that each stage module
+means — a wait for budget (as data in Redis: the task ends), a retry, or the end of the
+recording — so that each stage module
 keeps only what is its own. A stage's own retries count in the record (``<stage>_attempts``),
 not in Celery's retry count, so that a poll's "not done yet" re-enqueue never spends the error
 budget: only ``outcome_of`` counts attempts, and only for errors.
@@ -13,6 +14,7 @@ self.retry_in(5.0)``, ``raise self.failed(...)``), so every exit reads as one at
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -21,7 +23,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from plaud import retry as retry_policy
-from plaud.errors import BudgetSpent, FatalError, PlaudError
+from plaud.errors import BudgetQueued, BudgetSpent, FatalError, PlaudError
 
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName, classify
@@ -52,6 +54,7 @@ def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> Recordin
     """Mark the recording FAILED and tell whoever waits; returns the exception for the caller to raise."""
     previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
     rt.plan_nothing_more(recording_id)
+    rt.leave_lines(recording_id)
     log.warning("recording %s FAILED at %s (%s): %s", recording_id, failure.stage.value, failure.kind.value,
                 failure.reason)
     if previous is not None and not previous.is_terminal:
@@ -116,9 +119,25 @@ class StageTask(Task):
         """Mark the recording FAILED at this stage; returns the exception to raise."""
         return record_failure(self.rt, recording_id, Failure.now(self.stage, kind, reason, error))
 
-    def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed:
-        """What an exception in this stage means: the retry or the failure to raise."""
+    def waits_as_data(self, recording_id: str, what: str) -> Ignore:
+        """The recording now waits in Redis (for budget, or for its upload slot) and this task ends;
+        the dispatcher enqueues the stage again when its turn comes. Returns the exception to raise.
+
+        The record says what it waits for (``status`` shows it); its due time stays a grace period
+        ahead, so the reconciler looks at it and re-drives it only if the wait itself was lost.
+        """
         rt = self.rt
+        now = time.time()
+        rt.store.update(recording_id, {"waiting_for": what, "waiting_since": now})
+        rt.store.increment(recording_id, "waits")
+        rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
+        return Ignore()
+
+    def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed | Ignore:
+        """What an exception in this stage means: a wait, the retry or the failure to raise."""
+        rt = self.rt
+        if isinstance(exc, BudgetQueued):
+            return self.waits_as_data(recording_id, exc.kind)
         if isinstance(exc, BudgetSpent):
             # Not an error: the fleet's request budget is spent for now. Wait without counting.
             return self.retry_in(max(exc.retry_after_s or 1.0, BUDGET_WAIT_MIN_S))

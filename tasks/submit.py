@@ -29,6 +29,8 @@ def submit(self: StageTask, recording_id: str) -> None:
         def count_request() -> None:
             # Counted as it goes out, not before the budget allows it: a submit that waited
             # for budget never reached Plaud and cannot have created a task.
+            if record.get("waiting_for"):
+                rt.store.clear(recording_id, "waiting_for", "waiting_since")
             if rt.store.increment(recording_id, "submit_requests") > 1:
                 # An earlier request may have reached Plaud without us learning its id.
                 rt.store.update(recording_id, {"possible_duplicate_submit": 1})
@@ -44,3 +46,5 @@ def submit(self: StageTask, recording_id: str) -> None:
             "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
             "expected_s": round(expected_s, 3), **estimate.as_fields(),
         }, due_at=first_poll + rt.settings.reconcile_grace_s)
+        if rt.upload_slots is not None:
+            rt.upload_slots.done(recording_id)  # submitted: the next recording in line may upload

@@ -27,10 +27,19 @@ def uploaded(record: Record) -> bool:
     return bool(record.get("transcription_id")) or has_usable_download_url(record, time.time())
 
 
+def has_upload_slot(rt: Runtime, record: Record) -> bool:
+    """Whether the recording may upload now: its submit is near enough for the DownloadUrl to last."""
+    if rt.upload_slots is None:
+        return True
+    return rt.upload_slots.take(record.recording_id, order=record.number("created_at"), now=time.time())
+
+
 def run_upload(rt: Runtime, record: Record) -> None:
     """Upload (or resume uploading) one recording and record where Plaud stored it."""
     recording_id = record.recording_id
     grace = rt.settings.reconcile_grace_s
+    if record.get("waiting_for"):
+        rt.store.clear(recording_id, "waiting_for", "waiting_since")
     rt.store.transition(recording_id, RecordingState.UPLOADING, due_at=time.time() + grace)
     saved = record.get("upload_progress")
 
@@ -62,5 +71,8 @@ def upload(self: StageTask, recording_id: str) -> None:
     if uploaded(self.load(recording_id)):
         return  # done already (a redelivered or reconciled message)
     with self.errors_handled(recording_id), self.leased(recording_id) as record:
-        if not uploaded(record):
-            run_upload(self.rt, record)
+        if uploaded(record):
+            return
+        if not has_upload_slot(self.rt, record):
+            raise self.waits_as_data(recording_id, "upload")
+        run_upload(self.rt, record)

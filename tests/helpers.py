@@ -166,3 +166,7 @@ class FakeRuntime:
 
         self.store = store
         self.settings = PipelineSettings()
+        self.in_line: dict[str, str] = {}  # recording id -> what it waits for in line
+
+    def in_line_for(self, recording_id: str) -> str | None:
+        return self.in_line.get(recording_id)

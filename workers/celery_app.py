@@ -3,9 +3,11 @@
 Queues (names in ``tasks.names``): ``plaud.uploads`` (bandwidth-heavy), ``plaud.api`` (entry,
 submit, deliver, reconcile, webhooks: short API calls), ``plaud.polls`` (polls and follows:
 countdown tasks — a worker reserves every delayed task it sees, so they get a queue of their own
-and never sit in front of fresh work), and ``celery``, the default queue of any Celery client: a
-service that calls ``send_task("plaud.transcribe")`` with no routing lands there. Each role can be
-scaled on its own: ``plaud-workers worker -Q plaud.uploads``.
+and never sit in front of fresh work — and the requests the budget just granted a slot), and
+``celery``, the default queue of any Celery client: a service that calls
+``send_task("plaud.transcribe")`` with no routing lands there. Each role can be scaled on its
+own: ``plaud-workers worker -Q plaud.uploads``. Every worker also runs a dispatcher thread
+(``workers.dispatcher``) that wakes the recordings waiting as data.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from plaud.redact import install_log_redaction
 from tasks import names
 from tasks.errors import RejectedMessage
 from tasks.settings import PipelineSettings
+
+from .dispatcher import Dispatcher
 
 ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
@@ -68,6 +72,7 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_time_limit=settings.api_time_limit_s + 30,
         beat_schedule={"plaud-reconcile": {"task": names.RECONCILE, "schedule": float(settings.reconcile_every_s)}},
     )
+    app.steps["worker"].add(Dispatcher)  # wakes recordings that wait as data (workers/dispatcher.py)
     return app
 
 

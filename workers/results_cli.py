@@ -152,22 +152,33 @@ def _wait_and_report(rt: Any, handles: list, fmt: str | None, output_dir: str | 
 @click.argument("recording_ids", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Without IDs: how many recent recordings.")
-def status(recording_ids: tuple[str, ...], as_json: bool, limit: int) -> None:
-    """Show recordings: the given ones in full, or a table of the most recent by state.
+@click.option("--budget", "budget_only", is_flag=True,
+              help="Only the fleet's Transcription API budget and who waits for it.")
+def status(recording_ids: tuple[str, ...], as_json: bool, limit: int, budget_only: bool) -> None:
+    """Show recordings: the given ones in full, or a table of the most recent by state, and the budget.
 
     \b
     Examples:
-      plaud-workers status                 # recent recordings and counts by state
+      plaud-workers status                 # recent recordings, counts by state, the budget
       plaud-workers status call-8812 --json
+      plaud-workers status --budget --json # limit, used in the window, waiting by kind, oldest wait
     """
+    from tasks.waiting import budget_summary, wait_of
+
     rt = _store()
+    if budget_only:
+        summary = budget_summary(rt)
+        click.echo(json.dumps(summary, indent=2) if as_json else _budget_line(summary))
+        return
     if recording_ids:
         found = []
         for recording_id in recording_ids:
             record = rt.store.get(recording_id)
             if record is None:
                 raise Exit(f"no recording {recording_id} (unknown, or its record expired)", EXIT_UNKNOWN)
-            found.append({**record.public(), "failure": record.get("failure")})
+            waiting = wait_of(rt, recording_id) if not record.state.is_terminal else None
+            found.append({**record.public(), "failure": record.get("failure"),
+                          **({"waiting": waiting} if waiting else {})})
         if as_json:
             click.echo(json.dumps(found if len(found) > 1 else found[0], indent=2, default=str))
             return
@@ -188,6 +199,22 @@ def status(recording_ids: tuple[str, ...], as_json: bool, limit: int) -> None:
         age = _age(now - record.number("updated_at", now))
         click.echo(f"{record.recording_id:<40} {record.state.value:<10} {age:>6}  {note}"[:160])
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no recordings yet")
+    click.echo(_budget_line(budget_summary(rt)))
+
+
+def _budget_line(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "budget: none set (PLAUD_TX_RATE_LIMIT): requests go out as soon as they are made"
+    waiting = summary["waiting"]
+    line = (f"budget: {summary['used_in_window']} of {summary['limit']} per {summary['period_s']:.0f} s used; "
+            f"waiting: {waiting['submit']} submits, {waiting['poll']} polls")
+    if waiting["submit"] or waiting["poll"]:
+        line += f", the oldest for {summary['oldest_wait_s']:.0f} s"
+    uploads = summary.get("uploads")
+    if uploads:
+        line += (f"; uploads: {uploads['waiting']} waiting, {uploads['uploaded_not_submitted']} uploaded and not "
+                 f"yet submitted (at most {uploads['most_uploaded_ahead']})")
+    return line
 
 
 def _age(seconds: float) -> str:

@@ -192,7 +192,11 @@ class JsonHandler(BaseHandler):
     def limit_tx(self, client_id: str) -> None:
         """The Transcription API's budget; every request that reaches it counts in the stats' peak."""
         self.state.stats.tx_request_arrived(time.monotonic())
-        self.limit(self.ctx.tx_limiter, client_id, "transcription API")
+        try:
+            self.limit(self.ctx.tx_limiter, client_id, "transcription API")
+        except ApiError:
+            self.state.stats.tx_request_refused()
+            raise
 
     def limit(self, limiter: KeyedLimiter, key: str, what: str) -> None:
         wait_s = limiter.acquire(key, time.monotonic())

@@ -44,6 +44,16 @@ class StatsHandler(JsonHandler):
         self.write_json(self.state.stats.as_json())
 
 
+class TxArrivalsHandler(JsonHandler):
+    """When each Transcription API request arrived (the latest 50,000) and which ones got a 429."""
+
+    endpoint = "sandbox_tx_arrivals"
+    faultable = False
+
+    def get(self) -> None:
+        self.write_json(self.state.stats.tx_arrivals_json())
+
+
 class ResetHandler(JsonHandler):
     endpoint = "sandbox_reset"
     faultable = False
@@ -117,6 +127,7 @@ def make_app(ctx: SandboxContext) -> tornado.web.Application:
         (r"/_storage/uploads/([A-Za-z0-9_]+)/([0-9]{1,5})", storage.PartUploadHandler, a),
         (r"/_storage/files/([A-Za-z0-9_]+)\.([a-z0-9]+)", storage.FileDownloadHandler, a),
         (r"/_sandbox/stats", StatsHandler, a),
+        (r"/_sandbox/tx_arrivals", TxArrivalsHandler, a),
         (r"/_sandbox/reset", ResetHandler, a),
         (r"/_sandbox/config", ConfigHandler, a),
         (r"/_sandbox/transcriptions", TranscriptionsHandler, a),
@@ -289,7 +300,7 @@ class SandboxProcess:
 
 
 def admin(origin: str, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-    """Call an admin endpoint (``stats``, ``reset``, ``config``) of a running sandbox, stdlib only."""
+    """Call an admin endpoint (``stats``, ``tx_arrivals``, ``reset``, ``config``) of a running sandbox, stdlib only."""
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else (b"" if method != "GET" else None)

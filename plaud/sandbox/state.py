@@ -11,12 +11,16 @@ import collections
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..transcriptions import TranscriptionStatus as Status
 from .audio import Analysis
 from .transcripts import build_result
+
+# How many Transcription API arrival times the stats keep (the latest); older ones are counted, not kept.
+TX_ARRIVALS_KEPT = 50_000
 
 # Where in its processing time a task reports each in-progress status.
 _PROGRESSION = ((0.10, Status.PENDING), (0.20, Status.RECEIVED), (0.30, Status.STARTED), (1.0, Status.PROGRESS))
@@ -130,6 +134,12 @@ class Stats:
         # Transcription API requests as they arrive (any outcome), for the most seen in one window.
         self._tx_arrivals: collections.deque[float] = collections.deque()
         self.peak_tx_requests_per_minute = 0
+        # Every Transcription API request's arrival, in seconds since these stats began (bounded), and
+        # whether the budget refused it: what a benchmark needs for the busiest and idlest minute.
+        self.started_at = time.time()
+        self._started_monotonic = time.monotonic()
+        self.tx_arrivals_s: collections.deque[tuple[float, bool]] = collections.deque(maxlen=TX_ARRIVALS_KEPT)
+        self.tx_arrivals_total = 0
 
     def count_request(self, endpoint: str, status: int | str) -> None:
         self.requests[endpoint][str(status)] += 1
@@ -143,6 +153,20 @@ class Stats:
         while self._tx_arrivals[0] <= now - 60.0:
             self._tx_arrivals.popleft()
         self.peak_tx_requests_per_minute = max(self.peak_tx_requests_per_minute, len(self._tx_arrivals))
+        self.tx_arrivals_s.append((round(now - self._started_monotonic, 3), False))
+        self.tx_arrivals_total += 1
+
+    def tx_request_refused(self) -> None:
+        """The request that arrived last was refused by the budget (429)."""
+        if self.tx_arrivals_s:
+            self.tx_arrivals_s[-1] = (self.tx_arrivals_s[-1][0], True)
+
+    def tx_arrivals_json(self) -> dict[str, Any]:
+        """Arrival times (s since ``started_at``, a Unix time) of the latest Transcription API requests."""
+        return {"started_at": self.started_at, "total": self.tx_arrivals_total,
+                "dropped": self.tx_arrivals_total - len(self.tx_arrivals_s),
+                "arrivals_s": [t for t, _ in self.tx_arrivals_s],
+                "refused_s": [t for t, refused in self.tx_arrivals_s if refused]}
 
     def part_upload_ended(self) -> None:
         self.concurrent_part_uploads -= 1

@@ -96,20 +96,55 @@ def test_a_run_that_waited_for_the_lease_sees_the_other_runs_submit(rt, api, spe
 
 
 def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(limited_runtime, api, speech_mp3):
-    from celery.exceptions import Retry
+    from celery.exceptions import Ignore
 
     limited = limited_runtime("1/m")
-    assert limited.client.limiter.try_acquire("another-recording") == 0.0  # the minute's only slot
+    assert limited.client.budget.take("submit", "another-recording")  # the minute's only slot
     rid = f"held-{time.time_ns()}"
     limited.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {},
                                "poll_token": "t"}, due_at=time.time() + 60)
     for _ in range(2):  # refused twice: still nothing sent, nothing to suspect
-        with pytest.raises(Retry):
+        with pytest.raises(Ignore):  # the task ends; the recording waits as data
             submit(rid)
     record = limited.store.get(rid)
     assert record.get("submit_requests") is None and record.get("possible_duplicate_submit") is None
-    assert limited.client.limiter.load().submits_waiting == 1
+    assert limited.client.budget.load().submits_waiting == 1
+    assert record.get("waiting_for") == "submit" and limited.in_line_for(rid) == "submit"
     assert api.stats()["transcriptions_created"] == 0
+
+
+def test_the_dispatcher_wakes_a_waiting_submit_when_its_slot_frees(limited_runtime, api, speech_mp3, monkeypatch):
+    from celery.exceptions import Ignore
+
+    from tasks import dispatch
+    from tasks.failures import StageName
+
+    woken = []
+
+    class Chain:
+        def __init__(self, recording_id, token, *, task_id, start):
+            woken.append((recording_id, task_id, start))
+
+        def apply_async(self, **options):
+            woken.append(options)
+
+    monkeypatch.setattr(dispatch, "pipeline", Chain)
+    limited = limited_runtime("1/s")  # a window of 1 s plus the 1-s safety margin
+    assert limited.client.budget.take("submit", "another-recording")
+    rid = f"woken-{time.time_ns()}"
+    limited.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {},
+                               "poll_token": "t", "task_id": "entry-task"}, due_at=time.time() + 60)
+    with pytest.raises(Ignore):
+        submit(rid)
+    assert dispatch.dispatch_once(limited).woken == 0  # the slot is still taken
+    time.sleep(2.1)
+    assert dispatch.dispatch_once(limited).woken == 1
+    assert woken == [(rid, "entry-task", StageName.SUBMIT), {"queue": names.POLLS_QUEUE}]
+    assert limited.in_line_for(rid) == "submit"  # granted, not yet used: the reconciler leaves it be
+    submit(rid)  # the woken task: its grant lets it through
+    record = limited.store.get(rid)
+    assert record.state is RecordingState.SUBMITTED and record.get("waiting_for") is None
+    assert limited.in_line_for(rid) is None and api.stats()["transcriptions_created"] == 1
 
 
 def test_recordings_still_in_the_broker_count_against_the_budgets_slack(limited_runtime, redis_client):

@@ -151,3 +151,18 @@ def test_transcription_rate_limit_is_configurable_and_counts_submit_and_get(api,
     r = api.get("task_exec_unknown")
     assert (r.status_code, r.json()["code"]) == (429, "RATE_LIMITED")
     assert "Retry-After" in r.headers
+
+
+def test_tx_arrivals_list_every_transcription_request_in_order_and_mark_the_refused(api, configure):
+    configure(tx_rate_limit="2/m")
+    before = api.http.get(f"{api.origin}/_sandbox/tx_arrivals", timeout=30).json()
+    assert (before["arrivals_s"], before["refused_s"], before["total"], before["dropped"]) == ([], [], 0, 0)
+    statuses = [api.get("task_exec_unknown").status_code for _ in range(3)]
+    assert statuses == [404, 404, 429]
+    api.partner_token()  # not a Transcription API request
+    arrivals = api.http.get(f"{api.origin}/_sandbox/tx_arrivals", timeout=30).json()
+    assert arrivals["total"] == 3 and arrivals["dropped"] == 0
+    assert len(arrivals["arrivals_s"]) == 3 and arrivals["arrivals_s"] == sorted(arrivals["arrivals_s"])
+    assert 0 <= arrivals["arrivals_s"][0] < 60
+    assert arrivals["refused_s"] == arrivals["arrivals_s"][2:]
+    assert abs(arrivals["started_at"] - time.time()) < 600

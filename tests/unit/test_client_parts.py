@@ -16,7 +16,7 @@ from plaud.auth import MemoryTokenStore, RedisTokenStore, Token, TokenProvider, 
 from plaud.client import merge_params
 from plaud.config import PlaudConfig
 from plaud.errors import AuthError, ConfigError, UnsupportedAudio
-from plaud.ratelimit import POLL, SAFETY_S, SUBMIT, MemoryLimiter, RedisLimiter
+from plaud.ratelimit import MemoryLimiter
 from plaud.rates import Rate
 from plaud.redact import RedactingFilter, redact, register_secrets
 from plaud.sealing import Sealer
@@ -205,78 +205,14 @@ def test_with_user_token_retries_a_401_once_with_a_fresh_token():
         provider.with_user_token("someone", lambda t: (_ for _ in ()).throw(AuthError("no", status=401)))
 
 
-# -- limiter -----------------------------------------------------------------------------------
+# -- limiter (one process; the fleet's budget is tested in test_budget.py) -----------------------
 
 
-@pytest.mark.parametrize("make", [lambda r: MemoryLimiter(r),
-                                  lambda r: RedisLimiter(fakeredis.FakeRedis(), r, key="t", safety_s=0)])
-def test_limiter_allows_the_budget_then_says_how_long_to_wait(make):
-    limiter = make(Rate(3, 60))
+def test_one_process_limiter_allows_the_budget_then_says_how_long_to_wait():
+    limiter = MemoryLimiter(Rate(3, 60))
     assert [limiter.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
     wait = limiter.try_acquire()
     assert 59 < wait <= 60
-
-
-def test_redis_limiter_is_shared_by_instances():
-    server = fakeredis.FakeServer()
-    a = RedisLimiter(fakeredis.FakeRedis(server=server), Rate(2, 60), key="k")
-    b = RedisLimiter(fakeredis.FakeRedis(server=server), Rate(2, 60), key="k")
-    assert (a.try_acquire(), b.try_acquire()) == (0.0, 0.0)
-    assert a.try_acquire() > 0 and b.try_acquire() > 0
-
-
-def test_each_refused_caller_hears_its_own_turn():
-    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 60), key="k", safety_s=0)
-    for i in range(4):
-        assert limiter.try_acquire(f"p{i}", POLL) == 0.0
-        time.sleep(0.02)  # slots far enough apart to tell which one a wait points at
-    first_submit = limiter.try_acquire("s1", SUBMIT)
-    second_submit = limiter.try_acquire("s2", SUBMIT)
-    a_poll = limiter.try_acquire("p5", POLL)
-    assert 0 < first_submit < second_submit < a_poll <= 60  # slots 1, 2 and 3 of the window
-    assert limiter.try_acquire("s2", SUBMIT) == pytest.approx(second_submit, abs=0.05)  # keeps its place
-    load = limiter.load()
-    assert (load.used, load.submits_waiting, load.polls_waiting, load.slack) == (4, 2, 1, 0.0)
-
-
-@pytest.mark.parametrize("first,second", [(POLL, SUBMIT), (SUBMIT, POLL)])
-def test_while_both_kinds_wait_each_keeps_half_the_window(first, second):
-    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 1), key="k", safety_s=0.2)
-    assert [limiter.try_acquire(f"{first}{i}", first) for i in range(4)] == [0.0] * 4
-    assert limiter.try_acquire("w1", second) > 0 and limiter.try_acquire("w2", second) > 0
-    time.sleep(1.3)  # the window empties; two of the second kind still wait
-    assert limiter.try_acquire("a5", first) == 0.0 and limiter.try_acquire("a6", first) == 0.0
-    assert limiter.try_acquire("a7", first) > 0  # the other half is for the waiting kind
-    assert limiter.try_acquire("w1", second) == 0.0 and limiter.try_acquire("w2", second) == 0.0
-    assert limiter.load().used == 4
-
-
-def test_one_kind_alone_may_use_the_whole_window():
-    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(4, 60), key="k", safety_s=0)
-    assert [limiter.try_acquire(f"s{i}", SUBMIT) for i in range(4)] == [0.0] * 4
-    assert limiter.try_acquire("s5", SUBMIT) > 0
-
-
-def test_slack_counts_the_requests_planned_for_the_coming_period():
-    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(10, 60), key="k", safety_s=0)
-    assert limiter.load().slack == 1.0
-    now = time.time()
-    limiter.plan("submit:a", now - 5)  # due already: waiting for a worker or for budget
-    limiter.plan("poll:a", now + 30)
-    limiter.plan("poll:b", now + 50)
-    limiter.plan("poll:c", now + 600)  # beyond the coming period
-    assert limiter.try_acquire("x", SUBMIT) == 0.0
-    load = limiter.load()
-    assert (load.used, load.planned, load.slack) == (1, 3, 0.6)
-    limiter.plan("poll:a", now + 900)  # re-planned later: counted once, and no longer soon
-    limiter.unplan("submit:a", "poll:b")
-    assert limiter.load().planned == 0
-
-
-def test_the_window_is_longer_than_the_rate_by_a_safety_margin():
-    limiter = RedisLimiter(fakeredis.FakeRedis(), Rate(1, 60), key="k")
-    assert limiter.try_acquire() == 0.0
-    assert 60.5 < limiter.try_acquire() <= 60 + SAFETY_S
 
 
 # -- transcription results ---------------------------------------------------------------------
