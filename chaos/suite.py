@@ -4,7 +4,8 @@
     python -m chaos --recordings 200 --enqueue-over-s 120 --workers 3   # larger
 
 The parts are real: a private redis-server writing an AOF (fsync always), a sandbox with seeded
-faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, a transcription budget),
+faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, the transcription budget
+``--rate``, tight enough by default that requests wait for it as data while workers die),
 worker processes, one beat (the reconciler), Flower, and a client thread that enqueues the
 batch by name over a while, retrying a failed enqueue with the same recording id, as a
 service should. On one timeline:
@@ -51,7 +52,7 @@ REDIS_PASSWORD = "chaos-redis-password-0b4c"
 WEBHOOK_SECRET = "chaos-webhook-secret-3d8a"
 FLOWER_USER, FLOWER_PASSWORD = "admin", "chaos-flower-password-9e1f"
 SANDBOX_FAULTS = ("--fault-5xx", "0.05", "--fault-429", "0.02", "--fault-drop", "0.01", "--fault-latency-ms", "50",
-                  "--processing-base-s", "1", "--processing-rtf", "0.05", "--tx-rate-limit", "300/m",
+                  "--processing-base-s", "1", "--processing-rtf", "0.05",
                   "--client-id", CLIENT_ID, "--secret-key", SECRET_KEY, "--api-key", API_KEY)
 TERMINAL = ("SUCCEEDED", "FAILED")
 
@@ -133,9 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng.shuffle(batch)
     server = DurableRedis(REDIS_PASSWORD).start()
     events: list[tuple[float, str]] = []
-    with SandboxProcess(*SANDBOX_FAULTS, "--fault-seed", str(args.seed)) as sandbox:
+    with SandboxProcess(*SANDBOX_FAULTS, "--tx-rate-limit", args.rate, "--fault-seed", str(args.seed)) as sandbox:
         env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_CLIENT_ID": CLIENT_ID,
-               "PLAUD_SECRET_KEY": SECRET_KEY, "PLAUD_API_KEY": API_KEY, "PLAUD_TX_RATE_LIMIT": "300/m",
+               "PLAUD_SECRET_KEY": SECRET_KEY, "PLAUD_API_KEY": API_KEY, "PLAUD_TX_RATE_LIMIT": args.rate,
                "PLAUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
                "PLAUD_EXPECTED_BASE_S": "1", "PLAUD_EXPECTED_RTF": "0.05", "PLAUD_POLL_MIN_INTERVAL_S": "1",
                # Short clocks so the reconciler acts within the run: a recording with no live stage
@@ -241,6 +242,8 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
         "transcriptions_per_good_file": dict(collections.Counter(per_md5.get(b.md5, 0) for b in good)),
         "duplicates_lost_in_flight": lost_in_flight, "duplicates_unexplained": duplicates,
         "reconciled": sum(int(records[b.recording_id].get("reconciled", 0) or 0) for b in batch),
+        # Recordings that waited for the budget (or an upload slot) as data while workers died.
+        "waited": sum(1 for b in batch if int(records[b.recording_id].get("waits", 0) or 0) > 0),
         "enqueue_errors": sum(len(b.errors) for b in batch),
         "enqueue_error_kinds": sorted({e.split(":")[0] for b in batch for e in b.errors}),
         "enqueue_error_example": next((e for b in batch for e in b.errors), None),
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-min-s", type=float, default=2.0)
     parser.add_argument("--kill-max-s", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", default="20/m",
+                        help="the fleet's budget, enforced by the sandbox too (default 20/m: tight enough that "
+                             "requests wait while workers die)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=7)

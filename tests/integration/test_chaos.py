@@ -29,4 +29,5 @@ def test_the_chaos_suite_loses_nothing_bills_nothing_twice_and_leaks_nothing(tmp
     assert report["kills"] >= 3 and any("frozen" in e for e in report["events"]), summary
     assert any("back from its AOF" in e for e in report["events"]), summary
     assert report["client_results"].get("SUCCESS") == 12, summary
+    assert report["waited"] > 0, summary  # requests waited for the budget, as data, through the chaos
     assert done.returncode == 0 and report["ok"], summary
