@@ -78,7 +78,7 @@ def run_batch(label: str, *, sandbox: Any, redis_url: str, files: list[str], n: 
         redis = client.backend.client
         records = []
         for i in range(n):
-            fields = redis.hgetall(f"plaud:rec:{run}-{i}")
+            fields = redis.hgetall(names.record_key(f"{run}-{i}"))
             records.append({k.decode(): _value(v) for k, v in fields.items()})
         timings = admin(sandbox.origin, "transcriptions")
         stats = admin(sandbox.origin, "stats")

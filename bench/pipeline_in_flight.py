@@ -77,7 +77,7 @@ def main() -> None:
                     client.send_task(names.TRANSCRIBE, kwargs={"source": sample, "recording_id": f"{run}-{i}"})
                 enqueued_s = time.monotonic() - started
                 r = redis_lib.Redis.from_url(server.url)
-                keys = [f"plaud:rec:{run}-{i}" for i in range(args.recordings)]
+                keys = [names.record_key(f"{run}-{i}") for i in range(args.recordings)]
                 while True:
                     pipe = r.pipeline()
                     for key in keys:

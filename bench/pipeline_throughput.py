@@ -70,7 +70,7 @@ def main() -> None:
                 pipeline_s = wait_all(handles, 1800) - started
                 failed = sum(1 for h in handles if h.failed())
                 stats = admin(sb.origin, "stats")
-                polls = [int(client.backend.client.hget(f"plaud:rec:{run}-{i}", "polls") or 0)
+                polls = [int(client.backend.client.hget(names.record_key(f"{run}-{i}"), "polls") or 0)
                          for i in range(args.recordings)]
             finally:
                 worker.stop()

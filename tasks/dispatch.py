@@ -9,22 +9,24 @@ Every worker runs it in a thread about every ``PLAUD_DISPATCH_TICK_S`` (``worker
 the Lua scripts behind it are atomic, so any number of dispatchers grant each slot once.
 
 Woken submits and polls go to the polls queue, never behind a backlog of new work: a grant is
-held only ``plaud.budget.GRANT_TTL_S``, and a task that arrives later than that has to wait again.
+held only ``plaud.budget.GRANT_TTL_S`` (or the budget's period, if shorter). A grant not used by
+then is given up and its recording woken again; should the first task still turn up, the new
+chain's poll token retires it, and the stage lease keeps the two from sending twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from plaud.budget import POLL, SUBMIT, Budget
 
 from .failures import StageName
 from .names import POLLS_QUEUE
+from .reconcile import redrive
 from .runtime import Runtime
-from .transcribe import pipeline
 
 log = logging.getLogger("plaud.dispatch")
 
@@ -49,27 +51,30 @@ def dispatch_once(rt: Runtime) -> Dispatched:
     release = budget.release()
     woken = 0
     # A lost grant's waiter is woken again: its task will take a slot, or wait in line anew.
-    for kind, recording_id in (*release.granted, *release.expired):
-        woken += wake(rt, STAGE_OF_KIND[kind], recording_id)
+    due = [(STAGE_OF_KIND[kind], recording_id) for kind, recording_id in (*release.granted, *release.expired)]
     if rt.upload_slots is not None:
-        for recording_id in rt.upload_slots.release(now=time.time()):
-            woken += wake(rt, StageName.UPLOAD, recording_id)
+        due += [(StageName.UPLOAD, recording_id) for recording_id in rt.upload_slots.release(now=time.time())]
+    for stage, recording_id in due:
+        try:
+            woken += wake(rt, stage, recording_id)
+        except Exception:
+            # One recording that cannot be woken (a broker error, a bad record) must not hold up the
+            # rest; the reconciler finds it once its due time passes.
+            log.exception("could not wake recording %s for %s", recording_id, stage.value)
     return Dispatched(woken, release.wake_in_s(tick_s))
 
 
 def wake(rt: Runtime, stage: StageName, recording_id: str) -> int:
     """Enqueue ``stage`` (and the rest of the chain) for a recording whose wait is over; 1 if enqueued."""
-    record = rt.store.get(recording_id)
-    if record is None or record.state.is_terminal:
+    state = rt.store.state_of(recording_id)
+    if state is None or state.is_terminal:
         rt.leave_lines(recording_id)  # ended (or expired) while it waited: its place is not needed
         return 0
-    token = uuid.uuid4().hex[:12]
-    rt.store.update(recording_id, {"poll_token": token})
-    chain = pipeline(recording_id, token, task_id=record.get("task_id"), start=stage)
-    if stage is StageName.UPLOAD:
-        chain.apply_async()
-    else:
-        chain.apply_async(queue=POLLS_QUEUE)  # the first link only: later links keep their routes
+    task_id = rt.store.field(recording_id, "task_id")
+    # The first link only goes to the polls queue (later links keep their routes), so a granted
+    # request never waits behind a backlog of new work; an upload goes where uploads go.
+    options: dict[str, Any] = {} if stage is StageName.UPLOAD else {"queue": POLLS_QUEUE}
+    redrive(rt, recording_id, task_id=task_id, start=stage, **options)
     log.debug("woke recording %s for %s", recording_id, stage.value)
     return 1
 

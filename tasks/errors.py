@@ -11,5 +11,9 @@ class InvalidRequest(RecordingFailed):
     """Raised when ``plaud.transcribe`` is called with kwargs it cannot use."""
 
 
+class IdempotencyConflict(InvalidRequest):
+    """Raised when a ``recording_id`` already in use is enqueued with a different request."""
+
+
 class RejectedMessage(Exception):
     """Stored as the result of a message no worker can run (not JSON, malformed): it was dropped."""

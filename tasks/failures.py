@@ -114,4 +114,8 @@ def _infer_kind(record: Record, stage: StageName, data: dict[str, Any], poll_dea
         failed_after_s = float(data.get("at") or 0.0) - record.number("submitted_at")
         if poll_deadline_s is not None and record.get("submitted_at") and failed_after_s >= poll_deadline_s:
             return FailureKind.TIMED_OUT
+        if not data.get("error"):
+            # Errors reaching Plaud were always stored with their class; a poll failure without one
+            # was Plaud's own verdict on the job (its status was not kept then).
+            return FailureKind.PLAUD_FAILED
     return FailureKind.PLAUD_REFUSED if data.get("status") or data.get("code") else FailureKind.PLAUD_UNAVAILABLE

@@ -33,6 +33,8 @@ POLL = "plaud.poll"
 DELIVER = "plaud.deliver"
 RECONCILE = "plaud.reconcile"
 WEBHOOK = "plaud.webhook"
+CANCEL = "plaud.cancel"  # public: stop recordings (by id, or a tenant's)
+RETRY = "plaud.retry"  # public: re-drive FAILED recordings (by id, or by filters)
 
 ROUTES = {
     UPLOAD: UPLOADS_QUEUE,
@@ -43,7 +45,17 @@ ROUTES = {
     DELIVER: API_QUEUE,
     RECONCILE: API_QUEUE,
     WEBHOOK: API_QUEUE,
+    CANCEL: API_QUEUE,
+    RETRY: API_QUEUE,
 }
+
+# -- values of the contract ------------------------------------------------------------------
+DEFAULT_TENANT = "default"  # plaud.transcribe's tenant when the caller names none
+PRIORITIES = ("high", "normal", "low")  # plaud.transcribe's priority, most urgent first
+DEFAULT_PRIORITY = "normal"
+# What a recording waiting as data waits for (the record's ``waiting_for``): an upload slot, or
+# the budget for its submit or poll (named as the budget names its kinds, plaud.budget).
+WAITING_FOR_UPLOAD = "upload"
 
 # -- Redis keys ------------------------------------------------------------------------------
 RECORD_PREFIX = "plaud:rec:"  # + recording id: the recording's hash

@@ -19,6 +19,7 @@ consume) of this broker, for Python services that run a worker there.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import ipaddress
@@ -27,6 +28,7 @@ import logging
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +37,7 @@ from celery import current_app, shared_task
 from plaud.errors import PlaudError
 
 from . import names
+from .names import DEFAULT_PRIORITY, DEFAULT_TENANT
 from .records import Record
 from .runtime import Runtime, runtime
 
@@ -81,9 +84,12 @@ def check_destination(url: str, *, allow_private: bool) -> None:
 def event_for(record: Record, event_type: str) -> dict[str, Any]:
     event: dict[str, Any] = {"event_id": record.get("event_id") or uuid.uuid4().hex, "type": event_type,
                              "created_at": time.time(), "recording_id": record.recording_id,
-                             "metadata": record.get("metadata")}
+                             "tenant": record.get("tenant", DEFAULT_TENANT),
+                             "priority": record.get("priority", DEFAULT_PRIORITY), "metadata": record.get("metadata")}
     if event_type == "recording.succeeded":
         event["result"] = record.get("result")
+    elif event_type == "recording.cancelled":
+        event["cancelled"] = record.get("cancelled")
     else:
         event["failure"] = record.get("failure")
     return event
@@ -115,28 +121,42 @@ def webhook(self, recording_id: str, event_type: str, event_id: str) -> None:
     body = json.dumps(event, separators=(",", ":")).encode()
     first_at = record.number("webhook_first_attempt_at") or time.time()
     attempt = rt.store.increment(recording_id, "webhook_attempts")
-    outcome = deliver_once(rt, record.get("webhook_url"), body, event_id)
+    tried = deliver_once(rt, record.get("webhook_url"), body, event_id)
     now = time.time()
     rt.store.update(recording_id, {"webhook_first_attempt_at": first_at, "webhook_last_attempt_at": now,
-                                   "webhook_last_status": outcome})
-    if outcome.startswith("2"):
+                                   "webhook_last_status": tried.detail})
+    if tried.outcome is Delivery.DELIVERED:
         rt.store.update(recording_id, {"webhook_status": "delivered", "webhook_delivered_at": now})
         return
     delay = rt.settings.webhook_retry_base_s * RETRY_STEPS[min(attempt - 1, len(RETRY_STEPS) - 1)]
-    if outcome.startswith("refused") or now + delay - first_at > rt.settings.webhook_max_age_s:
+    if tried.outcome is Delivery.REFUSED or now + delay - first_at > rt.settings.webhook_max_age_s:
         rt.store.update(recording_id, {"webhook_status": "failed"})
-        log.warning("webhook for recording %s not delivered after %d attempt(s): %s", recording_id, attempt, outcome)
+        log.warning("webhook for recording %s not delivered after %d attempt(s): %s", recording_id, attempt,
+                    tried.detail)
         return
-    log.info("webhook for recording %s failed (%s); attempt %d, next in %.1f s", recording_id, outcome, attempt, delay)
+    log.info("webhook for recording %s failed (%s); attempt %d, next in %.1f s", recording_id, tried.detail, attempt,
+             delay)
     raise self.retry(countdown=delay)
 
 
-def deliver_once(rt: Runtime, url: str, body: bytes, event_id: str) -> str:
-    """One POST; returns the HTTP status as text, or why there was none."""
+class Delivery(enum.Enum):
+    DELIVERED = "delivered"  # a 2xx
+    FAILED = "failed"  # an answer that is not 2xx, or none: worth another try
+    REFUSED = "refused"  # the URL must not be called: no retry can help
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Delivery
+    detail: str  # the HTTP status as text, or why there was none
+
+
+def deliver_once(rt: Runtime, url: str, body: bytes, event_id: str) -> Attempt:
+    """One POST, and what came of it."""
     try:
         check_destination(url, allow_private=rt.settings.webhook_allow_private)
     except UnsafeWebhook as exc:
-        return f"refused: {exc}"
+        return Attempt(Delivery.REFUSED, f"refused: {exc}")
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "Plaud-Workers-Event-Id": event_id,
                "Plaud-Workers-Timestamp": timestamp,
@@ -145,5 +165,6 @@ def deliver_once(rt: Runtime, url: str, body: bytes, event_id: str) -> str:
         response = rt.client.transport.request("POST", url, data=body, headers=headers,
                                                read_timeout_s=rt.settings.webhook_timeout_s, allow_redirects=False)
     except PlaudError as exc:
-        return str(exc.status) if exc.status else f"error: {exc.message}"
-    return str(response.status_code)
+        return Attempt(Delivery.FAILED, str(exc.status) if exc.status else f"error: {exc.message}")
+    return Attempt(Delivery.DELIVERED if 200 <= response.status_code < 300 else Delivery.FAILED,
+                   str(response.status_code))

@@ -15,6 +15,7 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import Ignore, Retry
 
+from plaud.budget import POLL
 from plaud.transcriptions import TranscriptionStatus
 
 from . import names
@@ -44,7 +45,10 @@ class PollTask(StageTask):
 def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> None:
     rt = self.rt
     record = self.load(recording_id)
+    woken = record.get("waiting_for") == POLL  # it waited for the budget, and may hold a grant now
     if record.state is RecordingState.SUCCEEDED or record.get("transcript") is not None:
+        if woken:
+            self.give_back_grant(recording_id, POLL)
         return  # seen done already: on to deliver
     if poll_token is not None and poll_token != record.get("poll_token"):
         raise Ignore()  # superseded by the reconciler's poll
@@ -70,14 +74,16 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
         raise self.failed(recording_id, FailureKind.TIMED_OUT, f"timed out: Plaud had not finished after "
                                                                f"{rt.settings.poll_deadline_s} s (last status "
                                                                f"{record.get('plaud_status', 'unknown')})")
-    granted = record.get("waiting_for") == "poll"  # it waited for budget and holds a slot now: use it
+    # A slot granted to this recording is used, not given up for a probe rule (asked of the budget,
+    # not of the record: its flag may be a moment stale).
+    granted = woken and rt.in_line_for(recording_id) == POLL
     if not granted and not rt.schedule.probe_still_worth_it(waited_s, expected_s, rt.budget_slack()):
         # The budget got tight since this probe was planned: wait for the on-time poll instead.
         rt.store.increment(recording_id, "probes_skipped")
         raise wait_until(self, recording_id, record, now + rt.schedule.next_delay_s(waited_s, expected_s, 0.0))
     def sending() -> None:
         if record.get("waiting_for"):
-            rt.store.clear(recording_id, "waiting_for", "waiting_since")
+            rt.store.stop_waiting(recording_id)
 
     with self.errors_handled(recording_id):
         state = rt.client.get(record.get("transcription_id"), waiter=recording_id, before_send=sending)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 from celery import shared_task
 
 from . import names
+from .cancel import failed_recordings
 from .failures import Failure, FailureKind, StageName
 from .records import RecordingState
 from .runtime import Runtime, runtime
@@ -34,6 +36,15 @@ START_BY_STATE = {
 }
 
 
+def redrive(rt: Runtime, recording_id: str, *, task_id: str | None, start: StageName,
+            fields: dict[str, Any] | None = None, **options: Any) -> None:
+    """Enqueue the recording's chain from ``start`` again, under a new poll token: a poll of an
+    older chain that turns up later sees the token changed and stops instead of polling twice."""
+    token = uuid.uuid4().hex[:12]
+    rt.store.update(recording_id, {"poll_token": token, **(fields or {})})
+    pipeline(recording_id, token, task_id=task_id, start=start).apply_async(**options)
+
+
 def sweep(rt: Runtime, now: float | None = None) -> list[str]:
     """Re-enqueue overdue recordings; returns their ids."""
     now = time.time() if now is None else now
@@ -42,6 +53,7 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
         record = rt.store.get(recording_id)
         if record is None or record.state.is_terminal:
             rt.store.drop_due(recording_id)
+            rt.leave_lines(recording_id)  # ended or expired without giving up its place: give it up now
             continue
         if rt.store.has_lease(recording_id) or rt.in_line_for(recording_id):
             # A stage is at work, or the recording waits in line as data: the dispatcher wakes it.
@@ -50,11 +62,9 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
         start = START_BY_STATE[record.state]
         if start is StageName.POLL and record.get("transcript") is not None:
             start = StageName.DELIVER
-        token = uuid.uuid4().hex[:12]
-        rt.store.update(recording_id, {"poll_token": token, "reconciled_at": now})
         rt.store.increment(recording_id, "reconciled")
         rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
-        pipeline(recording_id, token, task_id=record.get("task_id"), start=start).apply_async()
+        redrive(rt, recording_id, task_id=record.get("task_id"), start=start, fields={"reconciled_at": now})
         log.warning("recording %s was overdue in %s; re-enqueued from %s", recording_id, record.state.value,
                     start.value)
         revived.append(recording_id)
@@ -105,11 +115,31 @@ def retry_failed(rt: Runtime, recording_id: str) -> tuple[str, str]:
                            f"enqueue a corrected request")
     start, state, cleared = restart_point(failure)
     task_id = str(uuid.uuid4())
-    token = uuid.uuid4().hex[:12]
     rt.store.clear(recording_id, "failure", *cleared)
-    rt.store.transition(recording_id, state, {"task_id": task_id, "poll_token": token, "next_poll_at": time.time()},
+    rt.store.transition(recording_id, state, {"task_id": task_id, "next_poll_at": time.time()},
                         due_at=time.time() + rt.settings.reconcile_grace_s, reopen=True)
     rt.store.increment(recording_id, "retried")
-    pipeline(recording_id, token, task_id=task_id, start=start).apply_async()
+    redrive(rt, recording_id, task_id=task_id, start=start)
     log.info("recording %s re-driven from %s as task %s", recording_id, start.value, task_id)
     return task_id, start.value
+
+
+@shared_task(name=names.RETRY, bind=True)
+def retry(self: Any, recording_id: str | None = None, tenant: str | None = None, stage: str | None = None,
+          kind: str | None = None, since_s: float | None = None) -> list[dict[str, Any]]:
+    """Re-drive one FAILED recording, or every one matching the filters; returns what was done to each."""
+    rt = runtime()
+    if recording_id is not None:
+        ids = [recording_id]
+    else:
+        ids = [r.recording_id for r in failed_recordings(
+            rt, tenant=tenant, stage=StageName(stage) if stage else None, kind=FailureKind(kind) if kind else None,
+            since_s=since_s)]
+    outcomes = []
+    for rid in ids:
+        try:
+            task_id, start = retry_failed(rt, rid)
+            outcomes.append({"recording_id": rid, "retried": True, "from": start, "task_id": task_id})
+        except NotRetryable as exc:
+            outcomes.append({"recording_id": rid, "retried": False, "message": str(exc)})
+    return outcomes

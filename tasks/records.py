@@ -1,6 +1,7 @@
 """The recording record: one Redis hash per recording, the pipeline's source of truth.
 
 State machine: ``QUEUED → UPLOADING → UPLOADED → SUBMITTED → PROCESSING → SUCCEEDED | FAILED``,
+and ``CANCELLED`` from any live state,
 each transition timestamped (``at_<STATE>``). The record holds what resumes the work (upload
 progress, Plaud ids, the DownloadUrl and its expiry, the transcription id, the next poll time,
 attempts) and, on failure, its kind and a reason a person can act on (``tasks.failures``).
@@ -24,7 +25,7 @@ from plaud.sealing import Sealer
 from .names import DUE_INDEX, RECENT_INDEX, lease_key, record_key
 
 SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
-JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded")
+JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded", "cancelled")
 
 
 # Not StrEnum: that would change str() and f-strings of a member from 'RecordingState.X' to 'X'.
@@ -36,10 +37,14 @@ class RecordingState(str, enum.Enum):  # noqa: UP042
     PROCESSING = "PROCESSING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RecordingState.SUCCEEDED, RecordingState.FAILED)
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({RecordingState.SUCCEEDED, RecordingState.FAILED, RecordingState.CANCELLED})
 
 
 # Create only if absent; returns 1 when created, else the existing state.
@@ -55,7 +60,7 @@ return 1
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-if (state == 'SUCCEEDED' or state == 'FAILED') and ARGV[4] ~= '1' then return state end
+if (state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED') and ARGV[4] ~= '1' then return state end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
@@ -181,6 +186,28 @@ class RecordStore:
 
     def recent(self, limit: int = 50) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(RECENT_INDEX, 0, limit - 1)]
+
+    def live(self) -> list[str]:
+        """Every recording not yet ended (the reconciler's index holds exactly those)."""
+        return [m.decode() for m in self.redis.zrange(DUE_INDEX, 0, -1)]
+
+    def changed_since(self, since: float) -> list[str]:
+        """Recordings whose last change was at or after ``since`` (epoch seconds), newest first."""
+        return [m.decode() for m in self.redis.zrevrangebyscore(RECENT_INDEX, "+inf", since)]
+
+    def field(self, recording_id: str, name: str) -> str | None:
+        """One plain (not sealed, not JSON) field, without reading the rest of the record."""
+        raw = self.redis.hget(self.key(recording_id), name)
+        return None if raw is None else raw.decode()
+
+    def stop_waiting(self, recording_id: str) -> None:
+        """The recording no longer waits in a line (it goes on, or it ended)."""
+        self.redis.hdel(self.key(recording_id), "waiting_for", "waiting_since")
+
+    def state_of(self, recording_id: str) -> RecordingState | None:
+        """Just the state: one field, for checks made often (an upload between parts)."""
+        raw = self.redis.hget(self.key(recording_id), "state")
+        return None if raw is None else RecordingState(raw.decode())
 
     def drop_due(self, recording_id: str) -> None:
         """Take a recording out of the reconciler's index (ended, or expired)."""

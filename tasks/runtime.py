@@ -17,7 +17,7 @@ from plaud.budget import SUBMIT, Budget
 from plaud.client import PlaudClient
 from plaud.config import PlaudConfig
 
-from .names import ENTRY_QUEUES
+from .names import ENTRY_QUEUES, WAITING_FOR_UPLOAD
 from .records import RecordStore
 from .schedule import PollSchedule
 from .settings import PipelineSettings
@@ -98,7 +98,7 @@ class Runtime:
     def in_line_for(self, recording_id: str) -> str | None:
         """What the recording waits for in line now (``upload``, ``submit``, ``poll``); None if in no line."""
         if self.upload_slots is not None and self.upload_slots.position(recording_id) is not None:
-            return "upload"
+            return WAITING_FOR_UPLOAD
         if isinstance(self.client.budget, Budget):
             return self.client.budget.holds(recording_id)
         return None

@@ -23,8 +23,10 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from plaud import retry as retry_policy
+from plaud.budget import Budget
 from plaud.errors import BudgetQueued, BudgetSpent, FatalError, PlaudError
 
+from .cancel import RecordingCancelled, cancelled_message
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName, classify
 from .notify import announce
@@ -47,6 +49,8 @@ def load(rt: Runtime, recording_id: str, stage: StageName) -> Record:
         raise RecordingFailed(f"recording {recording_id} is unknown or expired (at {stage.value})")
     if record.state is RecordingState.FAILED:
         raise RecordingFailed(Failure.from_record(record).describe(recording_id))
+    if record.state is RecordingState.CANCELLED:
+        raise RecordingCancelled(cancelled_message(recording_id, record.get("cancelled") or {}))
     return record
 
 
@@ -55,6 +59,7 @@ def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> Recordin
     previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
     rt.plan_nothing_more(recording_id)
     rt.leave_lines(recording_id)
+    rt.store.stop_waiting(recording_id)
     log.warning("recording %s FAILED at %s (%s): %s", recording_id, failure.stage.value, failure.kind.value,
                 failure.reason)
     if previous is not None and not previous.is_terminal:
@@ -94,7 +99,12 @@ class StageTask(Task):
         rt = self.rt
         holder = self.request.id or "local"
         if not rt.store.take_lease(recording_id, holder, rt.settings.lease_ttl_s):
-            raise self.retry_in(max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S))
+            wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)
+            if rt.in_line_for(recording_id):
+                # Woken with a grant while the run that queued it lets go of the lease: look again
+                # soon, before the grant lapses, not when the lease would.
+                wait_s = LEASE_WAIT_MIN_S
+            raise self.retry_in(wait_s)
         try:
             yield self.load(recording_id)
         finally:
@@ -109,6 +119,11 @@ class StageTask(Task):
             raise
         except Exception as exc:
             raise self.outcome_of(recording_id, exc) from None
+
+    def give_back_grant(self, recording_id: str, kind: str) -> None:
+        """A woken stage that will not send after all: its slot goes back to the budget at once."""
+        if isinstance(self.rt.client.budget, Budget):
+            self.rt.client.budget.cancel(recording_id, kind)
 
     def retry_in(self, countdown_s: float) -> Retry:
         """This same task (chain and all) again in ``countdown_s``, spending nothing of the error budget."""

@@ -6,23 +6,30 @@ import time
 
 from celery import shared_task
 
+from plaud.budget import SUBMIT
+
 from . import names
+from .cancel import AFTER_SUBMIT_NOTE
 from .failures import StageName
-from .records import RecordingState
+from .records import Record, RecordingState
 from .stage import StageTask
 from .upload import has_usable_download_url, run_upload
 
 
 @shared_task(name=names.SUBMIT, base=StageTask, bind=True, stage=StageName.SUBMIT)
 def submit(self: StageTask, recording_id: str) -> None:
-    if self.load(recording_id).get("transcription_id"):
-        return  # never a second Plaud task for one recording
+    first = self.load(recording_id)
+    if first.get("transcription_id"):
+        return already_submitted(self, first)  # never a second Plaud task for one recording
     rt = self.rt
     with self.errors_handled(recording_id), self.leased(recording_id) as record:
         if record.get("transcription_id"):
-            return  # another run submitted while we waited for the lease
+            return already_submitted(self, record)  # another run submitted while we waited for the lease
         if not has_usable_download_url(record, time.time()):
-            # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again.
+            # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again. That takes a
+            # while: a slot granted meanwhile goes back, and the submit takes one when it is ready.
+            if record.get("waiting_for") == SUBMIT:
+                self.give_back_grant(recording_id, SUBMIT)
             run_upload(rt, record)
             record = self.load(recording_id)
 
@@ -30,7 +37,7 @@ def submit(self: StageTask, recording_id: str) -> None:
             # Counted as it goes out, not before the budget allows it: a submit that waited
             # for budget never reached Plaud and cannot have created a task.
             if record.get("waiting_for"):
-                rt.store.clear(recording_id, "waiting_for", "waiting_since")
+                rt.store.stop_waiting(recording_id)
             if rt.store.increment(recording_id, "submit_requests") > 1:
                 # An earlier request may have reached Plaud without us learning its id.
                 rt.store.update(recording_id, {"possible_duplicate_submit": 1})
@@ -42,9 +49,23 @@ def submit(self: StageTask, recording_id: str) -> None:
         expected_s = estimate.expected_s(record.number("audio_duration_s") or None)
         first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
         rt.plan_poll(recording_id, first_poll)
-        rt.store.transition(recording_id, RecordingState.SUBMITTED, {
+        previous = rt.store.transition(recording_id, RecordingState.SUBMITTED, {
             "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
             "expected_s": round(expected_s, 3), **estimate.as_fields(),
         }, due_at=first_poll + rt.settings.reconcile_grace_s)
         if rt.upload_slots is not None:
             rt.upload_slots.done(recording_id)  # submitted: the next recording in line may upload
+        if previous is RecordingState.CANCELLED:
+            # Cancelled while the request was on its way: Plaud has the job now, and will bill it.
+            rt.plan_nothing_more(recording_id)
+            now_record = rt.store.get(recording_id) or record
+            cancelled = {**(now_record.get("cancelled") or {}), "after_submit": True, "note": AFTER_SUBMIT_NOTE}
+            rt.store.update(recording_id, {"transcription_id": transcription_id, "cancelled": cancelled})
+
+
+def already_submitted(task: StageTask, record: Record) -> None:
+    """A redelivered or woken submit of a recording submitted already: leave nothing held."""
+    if record.get("waiting_for") == SUBMIT:
+        task.give_back_grant(record.recording_id, SUBMIT)
+    if task.rt.upload_slots is not None:
+        task.rt.upload_slots.done(record.recording_id)

@@ -22,9 +22,11 @@ from plaud.config import USER_ID_LENGTH
 from plaud.redact import url_without_query
 
 from . import names
+from .cancel import cancelled_message
 from .deliver import deliver
-from .errors import InvalidRequest, RecordingFailed
+from .errors import IdempotencyConflict, InvalidRequest, RecordingFailed
 from .failures import Failure, FailureKind, StageName
+from .names import DEFAULT_PRIORITY, DEFAULT_TENANT, PRIORITIES
 from .poll import poll
 from .records import RecordingState
 from .runtime import runtime
@@ -34,7 +36,10 @@ from .upload import upload
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_FOLLOW_INTERVAL_S = 30.0
 KWARGS = ("source", "recording_id", "user_id", "params", "webhook_url", "metadata", "callback_task",
-          "callback_queue")
+          "callback_queue", "tenant", "priority")
+# What makes two requests for one recording_id the same request: a second enqueue that differs in
+# any of these is refused (naming the field), not silently answered with the first one's result.
+IDENTITY = ("source", "params", "user_id", "tenant")
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 # A request names its audio (a path or a URL); it never carries it. Anything larger is a mistake
 # that would otherwise sit in Redis for the record's lifetime.
@@ -73,6 +78,13 @@ def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, A
     if recording_id is not None and (not isinstance(recording_id, str) or not RECORDING_ID_RE.match(recording_id)):
         raise InvalidRequest("recording_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
                              "starting with a letter or digit")
+    tenant = kwargs.get("tenant")
+    if tenant is not None and (not isinstance(tenant, str) or not RECORDING_ID_RE.match(tenant)):
+        raise InvalidRequest("tenant must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
+                             "starting with a letter or digit")
+    priority = kwargs.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     user_id = kwargs.get("user_id")
     if user_id is not None and (not isinstance(user_id, str)
                                 or not USER_ID_LENGTH[0] <= len(user_id) <= USER_ID_LENGTH[1]):
@@ -93,7 +105,10 @@ def validate(kwargs: dict[str, Any], *, webhooks_on: bool = True) -> dict[str, A
             raise InvalidRequest(f"{name} must be a Celery task or queue name")
     if kwargs.get("callback_queue") in names.WORKER_QUEUES:
         raise InvalidRequest("callback_queue must not be a queue these workers consume")
-    return {name: kwargs.get(name) for name in KWARGS}
+    request = {name: kwargs.get(name) for name in KWARGS}
+    request["tenant"] = tenant or DEFAULT_TENANT
+    request["priority"] = priority or DEFAULT_PRIORITY
+    return request
 
 
 def shown_source(source: str) -> str:
@@ -126,18 +141,36 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
         raise
     recording_id = request["recording_id"] or uuid.uuid4().hex
     poll_token = uuid.uuid4().hex[:12]
+    identity = {"source": request["source"], "params": request["params"] or {},
+                "user_id": request["user_id"] or rt.config.user_id, "tenant": request["tenant"]}
     existing = rt.store.create(recording_id, {
-        "source": request["source"], "source_shown": shown_source(request["source"]),
-        "user_id": request["user_id"] or rt.config.user_id, "params": request["params"] or {},
+        **identity, "source_shown": shown_source(request["source"]), "priority": request["priority"],
         "webhook_url": request["webhook_url"], "metadata": request["metadata"], "task_id": self.request.id,
         "callback_task": request["callback_task"], "callback_queue": request["callback_queue"],
         "poll_token": poll_token,
     }, due_at=time.time() + rt.settings.reconcile_grace_s)
     if existing is not None:
-        # In flight or done: start nothing; resolve to that recording's outcome.
+        refuse_a_different_request(rt, recording_id, identity)
+        # The same request, in flight or done: start nothing; resolve to that recording's outcome.
         raise self.replace(follow.si(recording_id))
     rt.plan_recording(recording_id)
     raise self.replace(pipeline(recording_id, poll_token, task_id=None))
+
+
+def refuse_a_different_request(rt: Any, recording_id: str, identity: dict[str, Any]) -> None:
+    """Raise IdempotencyConflict when the recording under this id was asked for differently."""
+    record = rt.store.get(recording_id)
+    if record is None:
+        return  # expired between the two reads: nothing to compare with
+    stored = {"source": record.get("source"), "params": record.get("params") or {},
+              "user_id": record.get("user_id"), "tenant": record.get("tenant", DEFAULT_TENANT)}
+    if record.get("source") is None:  # refused at the door: it holds no request to compare
+        return
+    differing = [name for name in IDENTITY if stored[name] != identity[name]]
+    if differing:
+        raise IdempotencyConflict(
+            f"recording_id {recording_id} was already used for a different request (its {', '.join(differing)} "
+            f"differ): use a new recording_id, or send exactly the same request to follow the first one")
 
 
 @shared_task(name=names.FOLLOW, bind=True, max_retries=None)
@@ -150,5 +183,7 @@ def follow(self, recording_id: str) -> Any:
         return record.get("result")
     if record.state is RecordingState.FAILED:
         raise RecordingFailed(Failure.from_record(record).describe(recording_id))
+    if record.state is RecordingState.CANCELLED:
+        raise RecordingFailed(cancelled_message(recording_id, record.get("cancelled") or {}))
     wait = min(max(record.number("next_poll_at") - time.time(), 1.0), MAX_FOLLOW_INTERVAL_S)
     raise self.retry(countdown=wait, max_retries=None)

@@ -9,7 +9,9 @@ from celery import shared_task
 from plaud.upload import UploadProgress
 
 from . import names
+from .cancel import RecordingCancelled, cancelled_message
 from .failures import StageName
+from .names import WAITING_FOR_UPLOAD
 from .records import Record, RecordingState
 from .runtime import Runtime
 from .stage import StageTask
@@ -39,11 +41,14 @@ def run_upload(rt: Runtime, record: Record) -> None:
     recording_id = record.recording_id
     grace = rt.settings.reconcile_grace_s
     if record.get("waiting_for"):
-        rt.store.clear(recording_id, "waiting_for", "waiting_since")
+        rt.store.stop_waiting(recording_id)
     rt.store.transition(recording_id, RecordingState.UPLOADING, due_at=time.time() + grace)
     saved = record.get("upload_progress")
 
     def checkpoint(progress: UploadProgress) -> None:
+        if rt.store.state_of(recording_id) is RecordingState.CANCELLED:  # the upload stops between parts
+            cancelled = rt.store.get(recording_id)
+            raise RecordingCancelled(cancelled_message(recording_id, cancelled.get("cancelled") if cancelled else {}))
         rt.store.update(recording_id, {"upload_progress": progress.to_dict(), "bytes_sent": progress.bytes_done,
                                        "bytes_total": progress.filesize})
         rt.store.set_due(recording_id, time.time() + grace)
@@ -74,5 +79,5 @@ def upload(self: StageTask, recording_id: str) -> None:
         if uploaded(record):
             return
         if not has_upload_slot(self.rt, record):
-            raise self.waits_as_data(recording_id, "upload")
+            raise self.waits_as_data(recording_id, WAITING_FOR_UPLOAD)
         run_upload(self.rt, record)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from plaud.budget import SUBMIT, Budget
+from plaud.budget import POLL, SUBMIT, Budget
 
+from .names import WAITING_FOR_UPLOAD
 from .runtime import Runtime
 
 
@@ -17,7 +18,7 @@ def budget_summary(rt: Runtime) -> dict[str, Any] | None:
     load = budget.load()
     summary: dict[str, Any] = {
         "limit": load.limit, "period_s": budget.rate.period_s, "used_in_window": load.used,
-        "waiting": {"submit": load.submits_waiting, "poll": load.polls_waiting},
+        "waiting": {SUBMIT: load.submits_waiting, POLL: load.polls_waiting},
         "granted_not_sent": load.granted, "oldest_wait_s": round(load.oldest_wait_s, 1),
         "next_free_in_s": round(load.next_free_in_s, 1), "shares_while_both_wait": dict(budget.shares),
     }
@@ -37,7 +38,7 @@ def wait_of(rt: Runtime, recording_id: str) -> dict[str, Any] | None:
     what = rt.in_line_for(recording_id)
     if what is None:
         return None
-    if what == "upload":
+    if what == WAITING_FOR_UPLOAD:
         assert rt.upload_slots is not None  # in_line_for says upload only when there are slots
         place = rt.upload_slots.position(recording_id)
     else:
@@ -46,7 +47,7 @@ def wait_of(rt: Runtime, recording_id: str) -> dict[str, Any] | None:
         return {"for": what, "place": 0, "granted": True, "estimated_start_in_s": 0.0}
     # Each kind goes at its share of the budget while both wait; an upload starts as a submit ahead
     # of it frees its slot, so at the submits' pace too.
-    kind = SUBMIT if what == "upload" else what
+    kind = SUBMIT if what == WAITING_FOR_UPLOAD else what
     per_s = budget.shares[kind] / budget.rate.period_s
     return {"for": what, "place": place + 1, "granted": False,
             "estimated_start_in_s": round(budget.next_free_in_s() + place / per_s, 1)}

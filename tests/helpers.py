@@ -170,3 +170,6 @@ class FakeRuntime:
 
     def in_line_for(self, recording_id: str) -> str | None:
         return self.in_line.get(recording_id)
+
+    def leave_lines(self, recording_id: str) -> None:
+        self.in_line.pop(recording_id, None)

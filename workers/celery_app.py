@@ -30,7 +30,7 @@ from .dispatcher import Dispatcher
 
 ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
-                "tasks.notify"]
+                "tasks.notify", "tasks.cancel"]
 
 
 def make_app(settings: PipelineSettings | None = None) -> Celery:

@@ -11,7 +11,7 @@ import click
 from plaud.sandbox.cli import make_audio, sandbox
 from tasks import names
 
-from . import results_cli
+from . import operations_cli, results_cli
 
 SAMPLES_PACKAGE = "plaud.sandbox"
 
@@ -126,7 +126,8 @@ def demo(timeout_s: float) -> None:
 
 main.add_command(sandbox)
 main.add_command(make_audio)
-for command in (results_cli.transcribe, results_cli.status, results_cli.result, results_cli.retry):
+for command in (results_cli.transcribe, results_cli.status, results_cli.result, operations_cli.cancel,
+                operations_cli.retry):
     main.add_command(command)
 if __name__ == "__main__":
     main()

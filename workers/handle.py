@@ -4,6 +4,7 @@
     handle = transcribe("/data/call.mp3", params={"diarization": {"enabled": True}})
     handle.status()            # {"state": "PROCESSING", ...} from the recording record
     handle.result(timeout_s=600)  # the transcript dict, or raises RecordingFailed / TimeoutError
+    handle.cancel()            # stop it: {"cancelled": True, "message": ...}
 
 Services that do not import it use ``send_task("plaud.transcribe", kwargs=...)`` (see README).
 """
@@ -37,6 +38,12 @@ class RecordingHandle:
         """The recording's public record (state, timestamps, progress, failure), or PENDING if not yet made."""
         record = runtime().store.get(self.recording_id)
         return record.public() if record else {"recording_id": self.recording_id, "state": "PENDING"}
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the recording (see ``tasks.cancel``): what happened, as ``plaud.cancel`` returns it."""
+        from tasks.cancel import cancel_recording
+
+        return cancel_recording(runtime(), self.recording_id, backend=self.app.backend).to_dict()
 
     def result(self, timeout_s: float) -> dict[str, Any]:
         """Wait at most ``timeout_s``: the transcript, or RecordingFailed; TimeoutError when still running."""

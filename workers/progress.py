@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+ENDED = ("SUCCEEDED", "FAILED", "CANCELLED")
 MIB = 1024 * 1024
 
 
@@ -41,8 +42,13 @@ def describe(record: dict[str, Any] | None, row: Row, now: float) -> tuple[str, 
     if state == "FAILED":
         failure = record.get("failure") or {}
         return state, f"{failure.get('stage')}: {failure.get('reason')}"
+    if state == "CANCELLED":
+        cancelled = record.get("cancelled") or {}
+        return state, f"at {cancelled.get('stage')}: {cancelled.get('note')}"
     if state == "SUCCEEDED":
         return state, "done"
+    if record.get("waiting_for"):
+        return state, f"waiting for {'its upload slot' if record['waiting_for'] == 'upload' else 'budget'}"
     return state, ""
 
 
@@ -74,4 +80,4 @@ class ProgressView:
 
     @property
     def finished(self) -> bool:
-        return all(r.state in ("SUCCEEDED", "FAILED") for r in self.rows)
+        return all(r.state in ENDED for r in self.rows)

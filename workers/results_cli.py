@@ -1,7 +1,8 @@
-"""``plaud-workers transcribe | status | result | retry``: enqueue recordings, watch them, read results.
+"""``plaud-workers transcribe | status | result``: enqueue recordings, watch them, read results.
 
-Exit codes (for scripts): 0 success; 1 a recording failed (or cannot be retried); 2 bad usage;
-3 timed out waiting, or the recording is still running; 4 no such recording; 5 Redis unreachable.
+Exit codes (for scripts, here and in ``operations_cli``): 0 success; 1 a recording failed (or
+cannot be retried); 2 bad usage, or a bulk command not confirmed; 3 timed out waiting, or the
+recording is still running; 4 no such recording; 5 Redis unreachable.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str
 
 
 def _wait_and_report(rt: Any, handles: list, fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
-    from workers.progress import ProgressView, Row
+    from workers.progress import ENDED, ProgressView, Row
 
     rows = [Row(handle.recording_id, os.path.basename(url_without_query(source)) or source)
             for source, handle in handles]
@@ -125,12 +126,12 @@ def _wait_and_report(rt: Any, handles: list, fmt: str | None, output_dir: str | 
         time.sleep(REFRESH_S)
 
     succeeded = [r for r in rows if r.state == "SUCCEEDED"]
-    failed = [r for r in rows if r.state == "FAILED"]
-    waiting = [r for r in rows if r.state not in ("SUCCEEDED", "FAILED")]
-    click.echo(f"\n{len(succeeded)} succeeded, {len(failed)} failed" +
+    failed = [r for r in rows if r.state in ("FAILED", "CANCELLED")]
+    waiting = [r for r in rows if r.state not in ENDED]
+    click.echo(f"\n{len(succeeded)} succeeded, {len(failed)} failed or cancelled" +
                (f", {len(waiting)} still running after {timeout_s:g} s" if waiting else ""))
     for row in failed:
-        click.echo(f"  FAILED {row.label} ({row.recording_id}): {row.detail}")
+        click.echo(f"  {row.state} {row.label} ({row.recording_id}): {row.detail}")
     if fmt:
         for row in succeeded:
             text = export(records[row.recording_id].get("result"), fmt)
@@ -237,21 +238,10 @@ def result(recording_id: str, fmt: str) -> None:
         from tasks.failures import Failure
 
         raise Exit(Failure.from_record(record).describe(recording_id), EXIT_FAILED)
+    if record.state.value == "CANCELLED":
+        from tasks.cancel import cancelled_message
+
+        raise Exit(cancelled_message(recording_id, record.get("cancelled") or {}), EXIT_FAILED)
     if record.state.value != "SUCCEEDED":
         raise Exit(f"recording {recording_id} is still {record.state.value}", EXIT_TIMEOUT)
     click.echo(export(record.get("result"), fmt), nl=False)
-
-
-@click.command()
-@click.argument("recording_id")
-def retry(recording_id: str) -> None:
-    """Re-drive a FAILED recording from the stage that failed (upload, submit or poll)."""
-    from tasks.reconcile import NotRetryable, retry_failed
-    from workers.celery_app import app  # noqa: F401  (the retry publishes through the app configured here)
-
-    rt = _store()
-    try:
-        task_id, stage = retry_failed(rt, recording_id)
-    except NotRetryable as exc:
-        raise Exit(str(exc), EXIT_FAILED) from None
-    click.echo(f"{recording_id}: re-driven from {stage}; task {task_id}")

@@ -116,7 +116,7 @@ def test_a_submit_held_back_by_the_budget_is_not_counted_as_sent(limited_runtime
 def test_the_dispatcher_wakes_a_waiting_submit_when_its_slot_frees(limited_runtime, api, speech_mp3, monkeypatch):
     from celery.exceptions import Ignore
 
-    from tasks import dispatch
+    from tasks import dispatch, reconcile
     from tasks.failures import StageName
 
     woken = []
@@ -128,7 +128,7 @@ def test_the_dispatcher_wakes_a_waiting_submit_when_its_slot_frees(limited_runti
         def apply_async(self, **options):
             woken.append(options)
 
-    monkeypatch.setattr(dispatch, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "pipeline", Chain)
     limited = limited_runtime("1/s")  # a window of 1 s plus the 1-s safety margin
     assert limited.client.budget.take("submit", "another-recording")
     rid = f"woken-{time.time_ns()}"

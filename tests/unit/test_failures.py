@@ -65,8 +65,10 @@ def old_record(failure: dict, **fields) -> Record:
      FailureKind.PLAUD_FAILED),
     ({"stage": "poll", "reason": "anything at all", "at": 1000.0 + 6 * 3600}, {"submitted_at": "1000.0"},
      FailureKind.TIMED_OUT),
-    ({"stage": "poll", "reason": "gave up after 20 attempts", "at": 1100.0}, {"submitted_at": "1000.0"},
-     FailureKind.PLAUD_UNAVAILABLE),
+    ({"stage": "poll", "reason": "gave up after 20 attempts", "at": 1100.0, "error": "ServerError"},
+     {"submitted_at": "1000.0"}, FailureKind.PLAUD_UNAVAILABLE),
+    ({"stage": "poll", "reason": "anything at all", "at": 1100.0}, {"submitted_at": "1000.0"},
+     FailureKind.PLAUD_FAILED),  # as the poll wrote Plaud's FAILURE before kinds: no error class
 ])
 def test_records_without_a_kind_get_the_one_their_data_implies(failure, fields, kind):
     inferred = Failure.from_record(old_record(failure, **fields), poll_deadline_s=6 * 3600)
