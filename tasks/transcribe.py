@@ -2,9 +2,10 @@
 
 It checks the kwargs, creates the recording record and replaces itself with the chain
 upload → submit → poll → deliver, whose last task takes this task's id: so
-``AsyncResult(<this task's id>)`` resolves to the transcript, or to the failure. Enqueueing a
-``recording_id`` that already exists starts nothing new: the task follows the existing
-recording instead and resolves to the same outcome.
+``AsyncResult(<this task's id>)`` resolves to the transcript, or to the failure. Enqueueing the
+same request again under a ``recording_id`` that exists starts nothing new: the task follows the
+existing recording and resolves to the same outcome. A different request under that id (another
+source, params, user or tenant) is refused, naming what differs.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import redis
 
 from plaud.exports import FORMATS, export
 from plaud.redact import url_without_query
+from tasks.names import PRIORITIES
 
 EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNKNOWN, EXIT_NO_REDIS = 1, 3, 4, 5
 REFRESH_S = 0.5
@@ -62,6 +63,8 @@ def _params(language: str | None, model: str | None, diarize: bool, embeddings: 
 @click.option("--embeddings", is_flag=True, help="Also return one voice embedding per speaker (implies --diarize).")
 @click.option("--decode-silence", is_flag=True, help="Let silent stretches yield (empty) segments.")
 @click.option("--webhook-url", help="POST the signed result there when done.")
+@click.option("--tenant", help="Who the recordings are for: the budget is shared fairly between tenants.")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="Order within the tenant (default normal).")
 @click.option("--wait", is_flag=True, help="Show live progress until every recording ends; exit 1 if any failed.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="With --wait: write or print results in this format.")
@@ -70,8 +73,8 @@ def _params(language: str | None, model: str | None, diarize: bool, embeddings: 
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True,
               help="With --wait: give up after this long.")
 def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str | None, model: str | None,
-               diarize: bool, embeddings: bool, decode_silence: bool, webhook_url: str | None, wait: bool,
-               fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
+               diarize: bool, embeddings: bool, decode_silence: bool, webhook_url: str | None, tenant: str | None,
+               priority: str | None, wait: bool, fmt: str | None, output_dir: str | None, timeout_s: float) -> None:
     """Enqueue recordings by the public task name; optionally wait and export.
 
     SOURCE is a local path readable by the workers, or an http(s) URL.
@@ -96,6 +99,7 @@ def transcribe(sources: tuple[str, ...], recording_id: str | None, language: str
         kwargs: dict[str, Any] = {"params": params} if params else {}
         if webhook_url:
             kwargs["webhook_url"] = webhook_url
+        kwargs.update({name: value for name, value in (("tenant", tenant), ("priority", priority)) if value})
         handle = enqueue(source if is_url else os.path.abspath(source), recording_id=recording_id, **kwargs)
         handles.append((source, handle))
     if not wait:

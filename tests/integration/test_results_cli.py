@@ -81,3 +81,14 @@ def test_retry_redrives_a_failed_recording(pipeline, configure, good_files):
     assert run(pipeline, "result", recording_id, "--format", "txt").stdout.strip() == text
     again = run(pipeline, "retry", recording_id)
     assert again.returncode == 1 and "not FAILED" in again.stderr
+
+
+def test_transcribe_with_a_tenant_and_a_priority_shows_them_in_status(pipeline, good_files):
+    good, _ = good_files[9]
+    r = run(pipeline, "transcribe", good, "--tenant", "acme", "--priority", "high")
+    assert r.returncode == 0, r.stderr
+    recording_id = r.stdout.split("\t")[0]
+    shown = json.loads(run(pipeline, "status", recording_id, "--json").stdout)
+    assert (shown["tenant"], shown["priority"]) == ("acme", "high")
+    refused = run(pipeline, "transcribe", good, "--priority", "urgent")
+    assert refused.returncode == 2 and "urgent" in refused.stderr

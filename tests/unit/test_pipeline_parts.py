@@ -306,3 +306,14 @@ def test_a_batch_scheduled_on_one_low_estimate_moves_it_a_generation_not_a_hundr
     for _ in range(100):  # the batch's hits, on the old estimate: never below a generation under it
         model.learn(1800, hit=True, used=used)
     assert model.current().rtf >= used.rtf * math.exp(-GENERATION_STEPS * STEP_START) * 0.999
+
+
+def test_tenant_and_priority_are_validated_with_a_clear_error_and_default_sensibly():
+    assert (validate({"source": "/a.mp3"})["tenant"], validate({"source": "/a.mp3"})["priority"]) == ("default",
+                                                                                                       "normal")
+    chosen = validate({"source": "/a.mp3", "tenant": "acme-eu", "priority": "high"})
+    assert (chosen["tenant"], chosen["priority"]) == ("acme-eu", "high")
+    with pytest.raises(InvalidRequest, match="tenant must be"):
+        validate({"source": "/a.mp3", "tenant": "has spaces"})
+    with pytest.raises(InvalidRequest, match="priority must be one of high, normal, low, got 'urgent'"):
+        validate({"source": "/a.mp3", "priority": "urgent"})
