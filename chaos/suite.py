@@ -14,7 +14,10 @@ service should. On one timeline:
   started again;
 - once, Redis is SIGKILLed and restarted from its AOF;
 - once, Redis is frozen (SIGSTOP) for ``--freeze-s`` seconds: connections stay open and nothing
-  answers, as in a network partition.
+  answers, as in a network partition;
+- ``--cancel`` more recordings are cancelled by name (``plaud.cancel``) once they are enqueued.
+
+The recordings belong to two tenants, with every priority.
 
 Then the batch drains, and the report counts: recordings enqueued, SUCCEEDED, FAILED with
 reasons, never finished (lost), transcriptions the sandbox created per file (each good file
@@ -43,6 +46,7 @@ import redis
 from plaud.sandbox import SandboxProcess, admin
 from plaud.sandbox.testaudio import make_recording
 from tasks import names
+from tasks.names import PRIORITIES
 
 from .audit import Needles, audit
 from .stack import DurableRedis, Fleet, Service, start_flower
@@ -54,7 +58,7 @@ FLOWER_USER, FLOWER_PASSWORD = "admin", "chaos-flower-password-9e1f"
 SANDBOX_FAULTS = ("--fault-5xx", "0.05", "--fault-429", "0.02", "--fault-drop", "0.01", "--fault-latency-ms", "50",
                   "--processing-base-s", "1", "--processing-rtf", "0.05",
                   "--client-id", CLIENT_ID, "--secret-key", SECRET_KEY, "--api-key", API_KEY)
-TERMINAL = ("SUCCEEDED", "FAILED")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 @dataclass
@@ -63,19 +67,28 @@ class Enqueued:
     source: str
     good: bool
     md5: str | None
+    tenant: str = "default"
+    priority: str = "normal"
+    cancel: bool = False  # cancelled by name during the chaos
+    cancel_sent: bool = False
     task_id: str | None = None
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     longest_call_s: float = 0.0
 
 
-def make_batch(workdir: str, good: int, bad: int, run: str) -> list[Enqueued]:
+TENANTS = ("tenant-a", "tenant-b")
+
+
+def make_batch(workdir: str, good: int, bad: int, cancelled: int, run: str) -> list[Enqueued]:
     batch = []
-    for i in range(good):
+    for i in range(good + cancelled):
         path = make_recording(os.path.join(workdir, f"good{i}.mp3"), 3.0 + i % 4, text=f"chaos {i}", seed=i).path
         with open(path, "rb") as handle:
             md5 = hashlib.md5(handle.read()).hexdigest()
-        batch.append(Enqueued(f"{run}-good-{i}", path, True, md5))
+        to_cancel = i >= good
+        batch.append(Enqueued(f"{run}-{'cancel' if to_cancel else 'good'}-{i}", path, True, md5,
+                              tenant=TENANTS[i % 2], priority=PRIORITIES[i % 3], cancel=to_cancel))
     for i in range(bad):
         if i % 3 == 0:
             source = os.path.join(workdir, f"missing{i}.mp3")  # no such file
@@ -98,7 +111,8 @@ def enqueue_all(app: Any, batch: list[Enqueued], over_s: float, stop: threading.
             started = time.monotonic()
             try:
                 result = app.send_task(names.TRANSCRIBE, kwargs={"source": item.source,
-                                                                    "recording_id": item.recording_id})
+                                                                    "recording_id": item.recording_id,
+                                                                    "tenant": item.tenant, "priority": item.priority})
                 item.task_id = result.id
             except Exception as exc:  # what a caller sees when Redis is away
                 item.errors.append(f"{type(exc).__name__}: {exc}")
@@ -108,6 +122,20 @@ def enqueue_all(app: Any, batch: list[Enqueued], over_s: float, stop: threading.
                 item.longest_call_s = max(item.longest_call_s, time.monotonic() - started)
             break
         stop.wait(gap_s)
+
+
+def cancel_some(app: Any, batch: list[Enqueued]) -> list[str]:
+    """Cancel by name the recordings flagged for it that are enqueued; returns what was sent."""
+    sent = []
+    for item in batch:
+        if item.cancel and item.task_id and not item.cancel_sent:
+            try:
+                app.send_task(names.CANCEL, kwargs={"recording_id": item.recording_id})
+            except Exception:  # Redis away: try again on the next pass
+                continue
+            item.cancel_sent = True
+            sent.append(item.recording_id)
+    return sent
 
 
 def states(client: redis.Redis, batch: list[Enqueued]) -> dict[str, dict[str, Any]]:
@@ -130,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logdir = os.path.join(workdir, "logs")
     os.makedirs(logdir)
     run_id = f"chaos{args.seed}-{time.time_ns() % 10**8}"
-    batch = make_batch(workdir, args.recordings, args.bad, run_id)
+    batch = make_batch(workdir, args.recordings, args.bad, args.cancel, run_id)
     rng.shuffle(batch)
     server = DurableRedis(REDIS_PASSWORD).start()
     events: list[tuple[float, str]] = []
@@ -176,6 +204,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.thaw()
                     events.append((time.monotonic() - t0, "redis thawed"))
                     frozen = True
+                elif now - t0 >= args.enqueue_over_s / 2 and (cancels := cancel_some(app, batch)):
+                    events.extend((now - t0, f"plaud.cancel sent for {rid}") for rid in cancels)
                 elif revived := fleet.revive_dead():
                     events.extend((now - t0, what) for what in revived)
                 elif now >= next_kill:
@@ -184,6 +214,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.2)
             chaos_over = time.monotonic()
             enqueuer.join(timeout=args.drain_timeout_s)
+            while any(item.cancel and not item.cancel_sent for item in batch) and \
+                    time.monotonic() - chaos_over < args.drain_timeout_s:
+                sent = cancel_some(app, batch)
+                events.extend((time.monotonic() - t0, f"plaud.cancel sent for {rid}") for rid in sent)
+                time.sleep(1.0)
             client = redis.Redis.from_url(server.url, socket_timeout=10)
             deadline = time.monotonic() + args.drain_timeout_s
             while True:
@@ -222,12 +257,14 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
               stats: dict[str, Any], events: list[tuple[float, str]], kills: list[str], report: Any,
               flower_alive: bool, *, total_s: float, drain_s: float, logdir: str) -> dict[str, Any]:
     per_md5 = stats["transcriptions_per_md5"]
-    good = [b for b in batch if b.good]
+    to_cancel = [b for b in batch if b.cancel]
+    good = [b for b in batch if b.good and not b.cancel]
     bad = [b for b in batch if not b.good]
     state = {b.recording_id: records[b.recording_id].get("state", "NO RECORD") for b in batch}
     lost_in_flight = [b.recording_id for b in good if per_md5.get(b.md5, 0) > 1
                       and records[b.recording_id].get("possible_duplicate_submit")]
-    duplicates = [b.recording_id for b in good if per_md5.get(b.md5, 0) > 1 and b.recording_id not in lost_in_flight]
+    duplicates = [b.recording_id for b in good + to_cancel
+                  if per_md5.get(b.md5, 0) > 1 and b.recording_id not in lost_in_flight]
     failures = collections.Counter((records[b.recording_id].get("failure") or {}).get("reason", "?")
                                    for b in batch if state[b.recording_id] == "FAILED")
     summary = {
@@ -242,6 +279,15 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
         "transcriptions_per_good_file": dict(collections.Counter(per_md5.get(b.md5, 0) for b in good)),
         "duplicates_lost_in_flight": lost_in_flight, "duplicates_unexplained": duplicates,
         "reconciled": sum(int(records[b.recording_id].get("reconciled", 0) or 0) for b in batch),
+        # Cancelled during the chaos: each ends CANCELLED (or had finished first, and says so), and
+        # one cancelled before its submit created no Plaud task.
+        "cancel_requested": len(to_cancel),
+        "cancelled": sum(1 for b in to_cancel if state[b.recording_id] == "CANCELLED"),
+        "cancel_too_late": sum(1 for b in to_cancel if state[b.recording_id] == "SUCCEEDED"),
+        "cancelled_but_billed_before_submit": sorted(
+            b.recording_id for b in to_cancel if state[b.recording_id] == "CANCELLED"
+            and not (records[b.recording_id].get("cancelled") or {}).get("after_submit") and per_md5.get(b.md5)),
+        "tenants": dict(collections.Counter(b.tenant for b in batch)),
         # Recordings that waited for the budget (or an upload slot) as data while workers died.
         "waited": sum(1 for b in batch if int(records[b.recording_id].get("waits", 0) or 0) > 0),
         "enqueue_errors": sum(len(b.errors) for b in batch),
@@ -259,7 +305,9 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
     }
     summary["ok"] = (summary["good_succeeded"] == len(good) and summary["bad_failed"] == len(bad)
                      and not summary["lost"] and not duplicates and not report.findings and flower_alive
-                     and summary["client_results"].get("SUCCESS", 0) == len(good))
+                     and summary["client_results"].get("SUCCESS", 0) == len(good) + summary["cancel_too_late"]
+                     and summary["cancelled"] + summary["cancel_too_late"] == len(to_cancel)
+                     and not summary["cancelled_but_billed_before_submit"])
     return summary
 
 
@@ -268,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=12, help="good recordings (default 12)")
     parser.add_argument("--bad", type=int, default=3, help="recordings that must fail alone (default 3)")
+    parser.add_argument("--cancel", type=int, default=2,
+                        help="more good recordings, cancelled by name during the chaos (default 2)")
     parser.add_argument("--enqueue-over-s", type=float, default=30.0)
     parser.add_argument("--freeze-s", type=float, default=30.0, help="how long Redis stops answering")
     parser.add_argument("--kill-min-s", type=float, default=2.0)

@@ -28,6 +28,8 @@ def test_the_chaos_suite_loses_nothing_bills_nothing_twice_and_leaks_nothing(tmp
     assert report["audit_places"]["redis key"] > 10 and report["audit_places"]["log"] >= 4, summary
     assert report["kills"] >= 3 and any("frozen" in e for e in report["events"]), summary
     assert any("back from its AOF" in e for e in report["events"]), summary
-    assert report["client_results"].get("SUCCESS") == 12, summary
+    assert report["client_results"].get("SUCCESS") == 12 + report["cancel_too_late"], summary
+    assert report["cancelled"] + report["cancel_too_late"] == report["cancel_requested"] == 2, summary
+    assert report["cancelled"] >= 1 and report["cancelled_but_billed_before_submit"] == [], summary
     assert report["waited"] > 0, summary  # requests waited for the budget, as data, through the chaos
     assert done.returncode == 0 and report["ok"], summary
