@@ -12,9 +12,11 @@ recorded. Two schedulers can be driven:
   it was told (the stage's ``task.retry(countdown=max(wait, 0.5))``).
 
 Each submit is followed by polls of its job until Plaud is done (a poll before that re-polls after
-a countdown: that wait is the product's contract, not the budget's). ``figures`` measures what the
-issue asks at Plaud's side: the most requests in any window of the period, how much of the budget
-was used in windows while requests waited, and whether every recording finished.
+a countdown: that wait is the product's contract, not the budget's). Recordings belong to tenants
+(in turn over ``Scenario.tenants``, each with its weight and priority; ``late`` adds recordings of a
+tenant later on), so ``tenant_shares`` measures the fairness policy on the same run. ``figures``
+measures what the issue asks at Plaud's side: the most requests in any window of the period, how
+much of the budget was used in windows while requests waited, and whether every recording finished.
 
 Work conservation is measured over windows of ``period + safety + reuse`` (``Result.reuse_s``: one
 dispatcher tick, the broker's and the network's largest delays): a slot freed while requests wait
@@ -27,6 +29,7 @@ slots together ``period + safety`` later, so a window starting just after them h
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import math
@@ -53,6 +56,23 @@ US = 1_000_000
 
 
 @dataclass(frozen=True)
+class Tenant:
+    name: str
+    weight: float = 1.0
+    priority: str = "normal"
+
+
+@dataclass(frozen=True)
+class Late:
+    """``n`` recordings of ``tenant`` arriving together at ``at_s``."""
+
+    at_s: float
+    n: int
+    tenant: Tenant
+    job_s: float | None = None  # how long Plaud works on each (else drawn as the others')
+
+
+@dataclass(frozen=True)
 class Scenario:
     limit: int  # R requests per minute
     burst: float  # recordings enqueued at t=0, as a multiple of R
@@ -64,6 +84,9 @@ class Scenario:
     second_burst: float = 0.0  # recordings enqueued half-way through the drain, as a multiple of R
     lose_grants: float = 0.0  # share of granted tasks lost on the way (their grants expire; the dispatcher re-sends)
     seed: int = 0
+    tenants: tuple[Tenant, ...] = (Tenant("default"),)  # the burst and steady recordings' tenants, in turn
+    late: tuple[Late, ...] = ()
+    poll_priorities: bool = False  # Budget(poll_priorities=...)
 
     def __post_init__(self) -> None:
         # The fleet must be able to carry the budget, else a shortfall is the workers', not the scheduler's.
@@ -74,6 +97,10 @@ class Scenario:
     def name(self) -> str:
         extra = f"+{self.second_burst:g}x" if self.second_burst else ""
         extra += f"-lose{self.lose_grants:g}" if self.lose_grants else ""
+        if self.tenants != (Tenant("default"),):
+            extra += "-" + ":".join(f"{t.name}{t.weight:g}{t.priority[0]}" for t in self.tenants)
+        extra += "".join(f"+{late.n}{late.tenant.name}{late.tenant.priority[0]}@{late.at_s:g}s" for late in self.late)
+        extra += "-pollprio" if self.poll_priorities else ""
         return (f"R{self.limit}-burst{self.burst:g}x{extra}-w{self.workers}-jobs{self.job_s[0]:g}..{self.job_s[1]:g}s"
                 f"-{self.dispatch}{'-rof' if self.release_on_finish else ''}-s{self.seed}")
 
@@ -87,9 +114,12 @@ class Recording:
     id: str
     job_s: float
     estimate_s: float
+    tenant: Tenant = Tenant("default")
+    arrived_at: float = 0.0
     done_at: float | None = None  # at Plaud, once submitted
     sent_polls: int = 0
     finished: bool = False
+    finished_at: float | None = None  # the poll that found it done, at Plaud
 
 
 @dataclass
@@ -107,6 +137,9 @@ class Result:
     reuse_s: float
     shares: dict[str, int]  # each kind's share of the window while both wait
     stats: dict[str, Any] = field(default_factory=dict)
+    submits: list[tuple[float, str]] = field(default_factory=list)  # (arrival at Plaud, tenant), sorted
+    tenants_waiting: list[tuple[float, frozenset[str]]] = field(default_factory=list)  # tenants with submits waiting
+    recordings_list: list[Recording] = field(default_factory=list)
 
 
 class PullScheduler:
@@ -114,8 +147,10 @@ class PullScheduler:
 
     name = "pull"
 
-    def __init__(self, redis: Any, limit: int, key: str) -> None:
-        self.budget = Budget(redis, Rate(limit, PERIOD_S), key=key, safety_s=SAFETY_S)
+    def __init__(self, redis: Any, limit: int, key: str, weights: dict[str, float] | None = None,
+                 poll_priorities: bool = False) -> None:
+        self.budget = Budget(redis, Rate(limit, PERIOD_S), key=key, safety_s=SAFETY_S, tenant_weights=weights,
+                             poll_priorities=poll_priorities)
 
 
 # The turn-based scheduler the fleet ran before ``plaud.budget`` (its Lua script as it was, the
@@ -194,8 +229,10 @@ class Simulation:
         self.sc = scenario
         self.rng = random.Random(scenario.seed)
         key = f"sim:{scheduler}:{scenario.name}"
-        self.sched: PullScheduler | TurnScheduler = (PullScheduler(redis, scenario.limit, key) if scheduler == "pull"
-                                                     else TurnScheduler(redis, scenario.limit, key))
+        weights = {t.name: t.weight for t in (*scenario.tenants, *(late.tenant for late in scenario.late))}
+        self.sched: PullScheduler | TurnScheduler = (
+            PullScheduler(redis, scenario.limit, key, weights, scenario.poll_priorities) if scheduler == "pull"
+            else TurnScheduler(redis, scenario.limit, key))
         self.horizon_s = horizon_s if horizon_s is not None else 4 * scenario.drain_s() + 3 * scenario.job_s[1] + 600
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -204,6 +241,10 @@ class Simulation:
         self.ready: deque[tuple[str, Recording]] = deque()
         self.recordings: list[Recording] = []
         self.sends: list[tuple[float, str]] = []
+        self.submits: list[tuple[float, str]] = []
+        self.tenants_waiting: dict[str, set[str]] = {}
+        self.tenants_log: list[tuple[float, frozenset[str]]] = [(0.0, frozenset())]
+        self._in_turn = itertools.count()
         self.waiting_now: dict[str, set[str]] = {SUBMIT: set(), POLL: set()}
         self.waiting_log: list[tuple[float, int, int]] = [(0.0, 0, 0)]
         self.dispatcher_awake = False
@@ -226,6 +267,9 @@ class Simulation:
         if sc.second_burst:
             for _ in range(round(sc.second_burst * sc.limit)):
                 self.at(sc.drain_s() / 2, self.arrive)
+        for late in sc.late:
+            for _ in range(late.n):
+                self.at(late.at_s, functools.partial(self.arrive, late.tenant, late.job_s))
         rate_per_s = sc.steady * sc.limit / 2 / PERIOD_S
         t = 0.0
         while rate_per_s > 0 and (t := t + self.rng.expovariate(rate_per_s)) < sc.drain_s():
@@ -241,7 +285,7 @@ class Simulation:
         return Result(sc, self.sched.name, sc.limit, [s for s, _ in self.sends], [k for _, k in self.sends],
                       self.waiting_log, len(self.recordings), sum(r.finished for r in self.recordings), self.now,
                       self.expired, TICK_S + BROKER_DELAY_S[1] + NET_DELAY_S[1], self.shares(),
-                      {"calls": self.calls})
+                      {"calls": self.calls}, sorted(self.submits), self.tenants_log, self.recordings)
 
     def shares(self) -> dict[str, int]:
         if isinstance(self.sched, PullScheduler):
@@ -255,10 +299,13 @@ class Simulation:
 
     # -- recordings, tasks, workers ----------------------------------------------------------------
 
-    def arrive(self) -> None:
+    def arrive(self, tenant: Tenant | None = None, fixed_job_s: float | None = None) -> None:
         low, high = self.sc.job_s
         job_s = math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        rec = Recording(f"rec{len(self.recordings)}", job_s, job_s * self.rng.uniform(0.7, 1.3))
+        job_s = job_s if fixed_job_s is None else fixed_job_s
+        if tenant is None:
+            tenant = self.sc.tenants[next(self._in_turn) % len(self.sc.tenants)]
+        rec = Recording(f"rec{len(self.recordings)}", job_s, job_s * self.rng.uniform(0.7, 1.3), tenant, self.now)
         self.recordings.append(rec)
         self.enqueue(SUBMIT, rec)
 
@@ -282,7 +329,8 @@ class Simulation:
         """A submit or poll stage: ask the budget, then send, or wait as the scheduler says."""
         self.calls += 1
         if isinstance(self.sched, PullScheduler):
-            if not self.sched.budget.take(kind, rec.id, now_us=self.now_us()):
+            if not self.sched.budget.take(kind, rec.id, tenant=rec.tenant.name, priority=rec.tenant.priority,
+                                          now_us=self.now_us()):
                 self.set_waiting(kind, rec.id, True)
                 self.wake_dispatcher()
                 self.at(self.now + REFUSED_TASK_S, self.free_slot)
@@ -297,6 +345,8 @@ class Simulation:
             self.set_waiting(kind, rec.id, False)
         arrival = self.now + self.uniform(NET_DELAY_S)
         self.sends.append((arrival, kind))
+        if kind == SUBMIT:
+            self.submits.append((arrival, rec.tenant.name))
         self.at(arrival + self.uniform(ANSWER_S), lambda: self.answered(kind, rec, arrival))
 
     def answered(self, kind: str, rec: Recording, arrival: float) -> None:
@@ -308,6 +358,7 @@ class Simulation:
             rec.sent_polls += 1
             if arrival >= rec.done_at:
                 rec.finished = True
+                rec.finished_at = arrival
                 self.unfinished -= 1
             else:
                 elapsed_s = arrival - (rec.done_at - rec.job_s)
@@ -320,6 +371,13 @@ class Simulation:
 
     def set_waiting(self, kind: str, waiter: str, waiting: bool) -> None:
         (self.waiting_now[kind].add if waiting else self.waiting_now[kind].discard)(waiter)
+        if kind == SUBMIT:
+            tenant = self.recordings_by_id(waiter).tenant.name
+            line = self.tenants_waiting.setdefault(tenant, set())
+            (line.add if waiting else line.discard)(waiter)
+            now_waiting = frozenset(t for t, ws in self.tenants_waiting.items() if ws)
+            if now_waiting != self.tenants_log[-1][1]:
+                self.tenants_log.append((self.now, now_waiting))
         counts = (len(self.waiting_now[SUBMIT]), len(self.waiting_now[POLL]))
         if counts != self.waiting_log[-1][1:]:
             self.waiting_log.append((self.now, *counts))
@@ -452,3 +510,23 @@ def figures(result: Result) -> Figures:
     return Figures(most_in_any_window(times, PERIOD_S), None if worst is None else worst / limit,
                    sent / limit / (span_s / PERIOD_S) if span_s else None, None if bare is None else bare / limit,
                    kind_share, sum(end - start for start, end in spans), result.finished / max(result.recordings, 1))
+
+
+def tenant_shares(result: Result, tenants: tuple[str, ...], skip_s: float = PERIOD_S) -> dict[str, float] | None:
+    """Each tenant's share of the submits that reached Plaud while all of ``tenants`` had submits
+    waiting (after each such span's first ``skip_s``); None when they never all waited that long."""
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    for t, waiting in [*result.tenants_waiting, (result.end_s, frozenset())]:
+        on = waiting >= set(tenants)
+        if on and start is None:
+            start = t
+        elif not on and start is not None:
+            spans.append((start, t))
+            start = None
+    counts = dict.fromkeys(tenants, 0)
+    for t, tenant in result.submits:
+        if tenant in counts and any(begin + skip_s <= t < end for begin, end in spans):
+            counts[tenant] += 1
+    total = sum(counts.values())
+    return {tenant: n / total for tenant, n in counts.items()} if total else None

@@ -68,35 +68,35 @@ def test_release_grants_in_order_and_the_slot_counts_from_the_send(redis_client)
     # r2's task comes 5 s later: its slot now counts from then; r3's still from its grant.
     assert b.take(SUBMIT, "r2", now_us=T0 + WINDOW + 5 * S)
     assert b.load(now_us=T0 + WINDOW + 5 * S).granted == 1
-    # r3 never came: its grant expired, its slot counted until a window after the grant; r2's 5 s later.
-    release = b.release(now_us=T0 + 2 * WINDOW - 1)
-    assert release.granted == [] and release.expired == [(SUBMIT, "r3")]
-    release = b.release(now_us=T0 + 2 * WINDOW)
-    assert release.granted == [(SUBMIT, "r4")] and release.next_free_in_s == 5.0
+    # r3 never came: its grant expired and, no request having gone out on it, its slot went to r4;
+    # r2's slot counts from its send.
+    release = b.release(now_us=T0 + WINDOW + 30 * S)
+    assert release.expired == [(SUBMIT, "r3")] and release.granted == [(SUBMIT, "r4")]
+    assert release.next_free_in_s == 36.0  # r2's slot: a window after its send, 5 s after the grant
 
 
-def test_a_grant_never_used_expires_and_its_slot_stays_counted(redis_client):
+def test_a_grant_never_used_expires_and_its_slot_goes_to_the_next_waiter(redis_client):
     b = budget(redis_client, limit=1, grant_ttl_s=30.0)
     fill(b, 3)  # r1, r2 wait
     granted_at = T0 + WINDOW
     assert b.release(now_us=granted_at).granted == [(SUBMIT, "r1")]
     assert b.release(now_us=granted_at + 29 * S).expired == []
     release = b.release(now_us=granted_at + 30 * S)
-    assert release.expired == [(SUBMIT, "r1")] and release.granted == [] and release.outstanding == 0
-    assert b.load(now_us=granted_at + 30 * S).used == 1  # the slot: counted until the window passes it
-    # r1's task, late, has no grant any more: it waits behind r2 like anyone new.
+    # No request went out on r1's grant: its slot is free again, and r2 has it at once.
+    assert release.expired == [(SUBMIT, "r1")] and release.granted == [(SUBMIT, "r2")]
+    assert b.load(now_us=granted_at + 30 * S).used == 1
+    # r1's task, late, has no grant any more: it waits like anyone new.
     assert not b.take(SUBMIT, "r1", now_us=granted_at + 31 * S)
-    assert b.release(now_us=granted_at + WINDOW).granted == [(SUBMIT, "r2")]
     assert b.position("r1", SUBMIT) == 0
 
 
-def test_a_late_task_finding_its_grant_expired_but_unreported_waits_again(redis_client):
+def test_a_late_task_whose_grant_was_not_given_up_yet_still_uses_it(redis_client):
     b = budget(redis_client, limit=1, grant_ttl_s=10.0)
     fill(b, 2)
     assert b.release(now_us=T0 + WINDOW).granted == [(SUBMIT, "r1")]
-    assert not b.take(SUBMIT, "r1", now_us=T0 + WINDOW + 11 * S)  # the grant is dropped, the slot kept
+    assert b.take(SUBMIT, "r1", now_us=T0 + WINDOW + 11 * S)  # past its ttl, but no release gave it up
     release = b.release(now_us=T0 + WINDOW + 12 * S)
-    assert release.expired == [] and release.waiting == 1  # not reported: its waiter came back
+    assert release.expired == [] and release.granted == [] and release.waiting == 0
 
 
 def test_the_grant_ttl_stays_within_the_window(redis_client):
@@ -282,7 +282,7 @@ def test_a_waiter_costs_a_few_hundred_bytes(redis_client):
     for i in range(n):
         b.take(SUBMIT, f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd", now_us=T0 + i)  # uuid-sized recording ids
     per_waiter = sum(redis_client.memory_usage(k, samples=0) or 0 for k in b.keys) / n
-    assert per_waiter < 400, per_waiter  # about 270 on Redis 7.0
+    assert per_waiter < 400, per_waiter  # about 365 on Redis 7.0 (a waiting submit: its tenant too); a poll 270
 
 
 def test_a_caller_with_no_task_to_wake_is_refused_without_joining_the_line(redis_client):
