@@ -91,11 +91,12 @@ from .ratelimit import DEFAULT_SUBMIT_SHARE, POLL, SAFETY_S, SUBMIT
 from .ratelimit import Load as WindowLoad
 from .rates import Rate
 
-__all__ = ["DEFAULT_TENANT", "KINDS", "POLL", "PRIORITIES", "SUBMIT", "Budget", "Load", "Release",
+__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TENANT", "KINDS", "POLL", "PRIORITIES", "SUBMIT", "Budget", "Load", "Release",
            "parse_tenant_weights"]
 
 KINDS = (SUBMIT, POLL)
 PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
 DEFAULT_TENANT = "default"
 GRANT_TTL_S = 30.0
 AGING_PERIODS = 3.0  # aging_s unless told: this many of the rate's periods

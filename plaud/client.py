@@ -23,7 +23,7 @@ import requests
 
 from . import retry
 from .auth import MemoryTokenStore, RedisTokenStore, TokenProvider
-from .budget import Budget
+from .budget import DEFAULT_PRIORITY, DEFAULT_TENANT, Budget
 from .config import PlaudConfig
 from .errors import BadRequest, BudgetQueued, BudgetSpent
 from .keys import tx_budget_key
@@ -62,7 +62,8 @@ class PlaudClient:
         # The fleet shares one budget through Redis; a client on its own counts its own requests.
         self.budget: Budget | MemoryLimiter | None = None
         if config.tx_rate_limit is not None:
-            self.budget = (Budget(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id))
+            self.budget = (Budget(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id),
+                                  tenant_weights=dict(config.tenant_weights))
                            if redis is not None else MemoryLimiter(config.tx_rate_limit))
         self.uploader = Uploader(self, self.transport, parallel_parts=config.parallel_parts,
                                  part_timeout_s=config.part_timeout_s, policy=policy)
@@ -132,19 +133,21 @@ class PlaudClient:
     # -- transcriptions --------------------------------------------------------------------
 
     def submit(self, file_url: str, params: dict[str, Any] | None = None, *, waiter: str | None = None,
+               tenant: str = DEFAULT_TENANT, priority: str = DEFAULT_PRIORITY,
                before_send: Callable[[], None] | None = None) -> str:
         """Create a transcription task; returns its transcription_id.
 
         ``waiter`` names the caller in the fleet budget's wait list (a recording id): refused, the
         request waits there as data and BudgetQueued ends the caller's task until the dispatcher
-        wakes it. Without a waiter a refusal raises BudgetSpent with when to ask again.
+        wakes it; ``tenant`` and ``priority`` place it there (the budget's fair shares). Without a
+        waiter a refusal raises BudgetSpent with when to ask again.
         ``before_send`` runs just before each request goes out (after the budget granted it): the
         place to count billable attempts.
         """
         body = {"file_url": file_url, "params": merge_params(params)}
 
         def post() -> dict[str, Any]:
-            self._take_budget(waiter, SUBMIT)
+            self._take_budget(waiter, SUBMIT, tenant, priority)
             if before_send is not None:
                 before_send()
             return self.transport.request("POST", self._url("/open/partner/ai/transcriptions/"),
@@ -156,12 +159,12 @@ class PlaudClient:
             raise BadRequest("the submit answer has no transcription_id")
         return str(transcription_id)
 
-    def get(self, transcription_id: str, *, waiter: str | None = None,
-            before_send: Callable[[], None] | None = None) -> TranscriptionState:
+    def get(self, transcription_id: str, *, waiter: str | None = None, tenant: str = DEFAULT_TENANT,
+            priority: str = DEFAULT_PRIORITY, before_send: Callable[[], None] | None = None) -> TranscriptionState:
         """The transcription's state; ``waiter`` and ``before_send`` as for ``submit``."""
 
         def fetch() -> Any:
-            self._take_budget(waiter, POLL)
+            self._take_budget(waiter, POLL, tenant, priority)
             if before_send is not None:
                 before_send()
             return self.transport.request("GET", self._url(f"/open/partner/ai/transcriptions/{transcription_id}"),
@@ -176,7 +179,8 @@ class PlaudClient:
         """How busy the Transcription API budget is; None when there is no limit."""
         return self.budget.load() if self.budget is not None else None
 
-    def _take_budget(self, waiter: str | None, kind: str) -> None:
+    def _take_budget(self, waiter: str | None, kind: str, tenant: str = DEFAULT_TENANT,
+                     priority: str = DEFAULT_PRIORITY) -> None:
         """Spend one Transcription API slot; or queue as ``waiter`` (BudgetQueued), or raise BudgetSpent."""
         budget = self.budget
         if budget is None:
@@ -184,7 +188,8 @@ class PlaudClient:
         give_up = time.monotonic() + self.limiter_wait_max_s
         while True:
             if isinstance(budget, Budget):
-                if budget.take(kind, waiter or uuid.uuid4().hex, queue=waiter is not None):
+                if budget.take(kind, waiter or uuid.uuid4().hex, tenant=tenant, priority=priority,
+                               queue=waiter is not None):
                     return
                 if waiter is not None:
                     raise BudgetQueued(f"the fleet-wide budget of {budget.rate} transcription requests is spent; "

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .budget import parse_tenant_weights
 from .errors import ConfigError
 from .rates import Rate
 
@@ -43,6 +44,8 @@ class PlaudConfig:
     part_timeout_s: float = 120.0
     parallel_parts: int = 4
     tx_rate_limit: Rate | None = None
+    # Each tenant's weight in the budget's fair shares ((tenant, weight), ...); others weigh 1.
+    tenant_weights: tuple[tuple[str, float], ...] = ()
     mp3_bitrate_kbps: int = 64
     ffmpeg_path: str = "ffmpeg"
 
@@ -94,6 +97,10 @@ class PlaudConfig:
             tx_rate = Rate.parse(rate_text) if rate_text else None
         except ValueError as exc:
             raise ConfigError(f"PLAUD_TX_RATE_LIMIT: {exc}") from None
+        try:
+            weights = parse_tenant_weights(env.get("PLAUD_TENANT_WEIGHTS", ""))
+        except ValueError as exc:
+            raise ConfigError(f"PLAUD_TENANT_WEIGHTS: {exc}") from None
         return cls(
             base_url=url, client_id=credentials["PLAUD_CLIENT_ID"], secret_key=credentials["PLAUD_SECRET_KEY"],
             api_key=credentials["PLAUD_API_KEY"], user_id=user_id, region=region, is_sandbox=is_sandbox,
@@ -101,7 +108,7 @@ class PlaudConfig:
             read_timeout_s=_number(env, "PLAUD_READ_TIMEOUT_S", 30.0),
             part_timeout_s=_number(env, "PLAUD_PART_TIMEOUT_S", 120.0),
             parallel_parts=int(_number(env, "PLAUD_PARALLEL_PARTS", 4, integer=True, upper=64)),
-            tx_rate_limit=tx_rate,
+            tx_rate_limit=tx_rate, tenant_weights=tuple(sorted(weights.items())),
             mp3_bitrate_kbps=int(_number(env, "PLAUD_MP3_BITRATE_KBPS", 64, integer=True, upper=320)),
             ffmpeg_path=env.get("PLAUD_FFMPEG", "ffmpeg").strip() or "ffmpeg",
         )

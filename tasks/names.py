@@ -7,6 +7,12 @@ read. Import them from here; never spell them again.
 
 from __future__ import annotations
 
+# plaud.transcribe's tenant when the caller names none, and its priorities, most urgent first:
+# the budget's own, which orders its lines by them.
+from plaud.budget import DEFAULT_PRIORITY as DEFAULT_PRIORITY
+from plaud.budget import DEFAULT_TENANT as DEFAULT_TENANT
+from plaud.budget import PRIORITIES as PRIORITIES
+
 # The client's own keys, re-exported so that this module lists them all.
 from plaud.keys import TOKEN_PREFIX as TOKEN_PREFIX
 from plaud.keys import TX_BUDGET_PREFIX as TX_BUDGET_PREFIX
@@ -50,9 +56,6 @@ ROUTES = {
 }
 
 # -- values of the contract ------------------------------------------------------------------
-DEFAULT_TENANT = "default"  # plaud.transcribe's tenant when the caller names none
-PRIORITIES = ("high", "normal", "low")  # plaud.transcribe's priority, most urgent first
-DEFAULT_PRIORITY = "normal"
 # What a recording waiting as data waits for (the record's ``waiting_for``): an upload slot, or
 # the budget for its submit or poll (named as the budget names its kinds, plaud.budget).
 WAITING_FOR_UPLOAD = "upload"

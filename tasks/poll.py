@@ -24,7 +24,7 @@ from .records import Record, RecordingState
 from .runtime import Runtime
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .settings import PipelineSettings
-from .stage import StageTask
+from .stage import StageTask, budget_place
 from .timing import TimingEstimate
 
 EARLY_TOLERANCE_S = 0.5
@@ -86,7 +86,8 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
             rt.store.stop_waiting(recording_id)
 
     with self.errors_handled(recording_id):
-        state = rt.client.get(record.get("transcription_id"), waiter=recording_id, before_send=sending)
+        state = rt.client.get(record.get("transcription_id"), waiter=recording_id, **budget_place(record),
+                              before_send=sending)
     polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
     if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:

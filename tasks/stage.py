@@ -29,6 +29,7 @@ from plaud.errors import BudgetQueued, BudgetSpent, FatalError, PlaudError
 from .cancel import RecordingCancelled, cancelled_message
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName, classify
+from .names import DEFAULT_PRIORITY, DEFAULT_TENANT
 from .notify import announce
 from .records import Record, RecordingState
 from .runtime import Runtime, runtime
@@ -52,6 +53,11 @@ def load(rt: Runtime, recording_id: str, stage: StageName) -> Record:
     if record.state is RecordingState.CANCELLED:
         raise RecordingCancelled(cancelled_message(recording_id, record.get("cancelled") or {}))
     return record
+
+
+def budget_place(record: Record) -> dict[str, str]:
+    """Where the recording's requests stand in the budget's lines: its tenant and priority."""
+    return {"tenant": record.get("tenant") or DEFAULT_TENANT, "priority": record.get("priority") or DEFAULT_PRIORITY}
 
 
 def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> RecordingFailed:

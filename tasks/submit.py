@@ -12,7 +12,7 @@ from . import names
 from .cancel import AFTER_SUBMIT_NOTE
 from .failures import StageName
 from .records import Record, RecordingState
-from .stage import StageTask
+from .stage import StageTask, budget_place
 from .upload import has_usable_download_url, run_upload
 
 
@@ -43,7 +43,7 @@ def submit(self: StageTask, recording_id: str) -> None:
                 rt.store.update(recording_id, {"possible_duplicate_submit": 1})
 
         transcription_id = rt.client.submit(record.get("download_url"), record.get("params"), waiter=recording_id,
-                                            before_send=count_request)
+                                            **budget_place(record), before_send=count_request)
         now = time.time()
         estimate = rt.timing.current()
         expected_s = estimate.expected_s(record.number("audio_duration_s") or None)

@@ -21,6 +21,8 @@ def budget_summary(rt: Runtime) -> dict[str, Any] | None:
         "waiting": {SUBMIT: load.submits_waiting, POLL: load.polls_waiting},
         "granted_not_sent": load.granted, "oldest_wait_s": round(load.oldest_wait_s, 1),
         "next_free_in_s": round(load.next_free_in_s, 1), "shares_while_both_wait": dict(budget.shares),
+        "submits_waiting_by_tenant": budget.tenants_waiting(),
+        "tenant_weights": dict(rt.config.tenant_weights),
     }
     if rt.upload_slots is not None:
         queue = rt.upload_slots.queue()

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 
 from plaud.auth import MemoryTokenStore, RedisTokenStore, Token, TokenProvider, usable_until
-from plaud.client import merge_params
+from plaud.client import PlaudClient, merge_params
 from plaud.config import PlaudConfig
 from plaud.errors import AuthError, ConfigError, UnsupportedAudio
 from plaud.ratelimit import MemoryLimiter
@@ -41,6 +41,13 @@ def test_regions(region, url):
     assert config.base_url == url and not config.is_sandbox
 
 
+def test_tenant_weights_reach_the_fleets_budget(redis_client):
+    config = PlaudConfig.from_env({"PLAUD_TENANT_WEIGHTS": "acme=3, beta=0.5", "PLAUD_TX_RATE_LIMIT": "60/m"})
+    assert config.tenant_weights == (("acme", 3.0), ("beta", 0.5))
+    budget = PlaudClient(config, redis=redis_client).budget
+    assert (budget.weight("acme"), budget.weight("beta"), budget.weight("anyone")) == (3.0, 0.5, 1.0)
+
+
 def test_a_deployments_sandbox_url_never_outranks_a_region():
     """Compose names its sandbox service for every container: real credentials must still reach Plaud."""
     compose = {"PLAUD_SANDBOX_URL": "http://sandbox:8765/developer/api"}
@@ -59,6 +66,8 @@ def test_a_deployments_sandbox_url_never_outranks_a_region():
     ({"PLAUD_BASE_URL": "ftp://x"}, "PLAUD_BASE_URL"),
     ({"PLAUD_USER_ID": "abc"}, "PLAUD_USER_ID must be 6 to 120"),
     ({"PLAUD_TX_RATE_LIMIT": "lots"}, "PLAUD_TX_RATE_LIMIT"),
+    ({"PLAUD_TENANT_WEIGHTS": "acme=lots"}, "PLAUD_TENANT_WEIGHTS: the weight of tenant 'acme' must be a number"),
+    ({"PLAUD_TENANT_WEIGHTS": "acme"}, "PLAUD_TENANT_WEIGHTS: tenant weights are written"),
     ({"PLAUD_PARALLEL_PARTS": "0"}, "PLAUD_PARALLEL_PARTS must be above 0"),
     ({"PLAUD_PARALLEL_PARTS": "four"}, "PLAUD_PARALLEL_PARTS must be a whole number"),
     ({"PLAUD_API_KEY_FILE": "/nonexistent/key"}, "PLAUD_API_KEY_FILE='/nonexistent/key' cannot be read"),
