@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -59,7 +60,8 @@ def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(ti
     run = f"cancel-{time.time_ns()}"
     files = [good_files[i][0] for i in range(3)]
     ids = [f"{run}-{i}" for i in range(3)]
-    handles = [tight.send(source=f, recording_id=r, tenant="t1") for f, r in zip(files, ids, strict=True)]
+    handles = [tight.send(source=f, recording_id=r, tenant="t1", priority="high", callback_task="billing.on_event")
+               for f, r in zip(files, ids, strict=True)]
     # Which recording got the upload slot first is a race; then one is submitted and its poll waits
     # for the budget, one is uploaded and its submit waits, and one waits for the upload slot.
 
@@ -95,6 +97,15 @@ def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(ti
     assert budget["waiting"] == {"submit": 0, "poll": 0} and budget["uploads"]["waiting"] == 0
     again = cli(tight, "cancel", first)
     assert again.returncode == 0 and "CANCELLED already: nothing changed" in again.stdout
+    # Each caller's callback task got the news, with the recording's tenant and priority.
+    def event_in(raw):
+        _, kwargs, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        return kwargs["event"]
+
+    events = [event_in(raw) for raw in tight.redis.lrange(names.CALLBACKS_QUEUE, 0, -1)]
+    cancelled = [e for e in events if e["recording_id"] in ids]
+    assert sorted(e["recording_id"] for e in cancelled) == sorted(ids)
+    assert {(e["type"], e["tenant"], e["priority"]) for e in cancelled} == {("recording.cancelled", "t1", "high")}
 
 
 def test_cancel_during_an_upload_stops_it_between_parts(tight, configure, tmp_path):

@@ -124,3 +124,4 @@ def test_callback_task_is_sent_to_the_callbacks_queue(pipeline, good_files):
     assert message["headers"]["task"] == "billing.on_transcript"
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert kwargs["event"]["recording_id"] == recording_id and kwargs["event"]["type"] == "recording.succeeded"
+
