@@ -34,6 +34,7 @@ import heapq
 import itertools
 import math
 import random
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -530,3 +531,24 @@ def tenant_shares(result: Result, tenants: tuple[str, ...], skip_s: float = PERI
             counts[tenant] += 1
     total = sum(counts.values())
     return {tenant: n / total for tenant, n in counts.items()} if total else None
+
+
+def release_concurrently(budgets: list[Budget], *, now_us: int, rounds: int = 20) -> list[tuple[str, str]]:
+    """Every budget (each on its own connection) releasing at once, ``rounds`` times: all the grants."""
+    granted: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(budgets))
+
+    def releaser(b: Budget) -> None:
+        start.wait()
+        for _ in range(rounds):
+            got = b.release(now_us=now_us).granted
+            with lock:
+                granted.extend(got)
+
+    threads = [threading.Thread(target=releaser, args=(b,)) for b in budgets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return granted

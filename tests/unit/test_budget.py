@@ -10,6 +10,7 @@ import redis
 
 from plaud.budget import POLL, SUBMIT, Budget, Load, Release
 from plaud.rates import Rate
+from tests.budget_sim import release_concurrently
 
 T0 = 1_700_000_000_000_000  # a fake clock, in us
 S = 1_000_000
@@ -196,22 +197,7 @@ def test_two_releasers_at_once_never_grant_more_than_the_window(redis_server):
     budgets = [Budget(c, Rate(50, 60.0), key="race") for c in clients]
     for i in range(300):
         assert not budgets[0].take(SUBMIT if i % 2 else POLL, f"w{i}", now_us=T0) or i < 50
-    granted: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    start = threading.Barrier(len(budgets))
-
-    def releaser(b: Budget) -> None:
-        start.wait()
-        for _ in range(20):
-            got = b.release(now_us=T0 + WINDOW).granted
-            with lock:
-                granted.extend(got)
-
-    threads = [threading.Thread(target=releaser, args=(b,)) for b in budgets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    granted = release_concurrently(budgets, now_us=T0 + WINDOW)
     assert len(granted) == 50 and len(set(granted)) == 50
     assert budgets[0].load(now_us=T0 + WINDOW).used == 50
     for c in clients:

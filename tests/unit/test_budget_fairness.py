@@ -16,6 +16,7 @@ import redis
 
 from plaud.budget import POLL, SUBMIT, Budget, parse_tenant_weights
 from plaud.rates import Rate
+from tests.budget_sim import release_concurrently
 
 T0 = 1_700_000_000_000_000  # a fake clock, in us
 S = 1_000_000
@@ -478,22 +479,7 @@ def test_releasers_racing_over_tenants_never_grant_more_than_the_window(redis_se
     for i in range(300):
         assert not budgets[0].take(SUBMIT, f"t{i % 3}-{i}", tenant=f"t{i % 3}",
                                    priority=("high", "normal", "low")[i % 3], now_us=T0 + S)
-    granted: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    start = threading.Barrier(len(budgets))
-
-    def releaser(b: Budget) -> None:
-        start.wait()
-        for _ in range(20):
-            got = b.release(now_us=T0 + WINDOW).granted
-            with lock:
-                granted.extend(got)
-
-    threads = [threading.Thread(target=releaser, args=(b,)) for b in budgets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    granted = release_concurrently(budgets, now_us=T0 + WINDOW)
     assert len(granted) == 50 and len(set(granted)) == 50
     assert Counter(tenant_of(w) for _, w in granted) == {"t0": 30, "t1": 10, "t2": 10}
     assert budgets[0].load(now_us=T0 + WINDOW).used == 50
