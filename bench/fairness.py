@@ -11,8 +11,9 @@ One worker (all queues, -c 4, no beat) against a sandbox that enforces R and pro
   later, b the same high one: b's time to SUCCEEDED beside its unloaded time (target: within one
   budget period of it), and how long a's backlog took.
 - **shares**: tenants a and b, weights 3:1 (``PLAUD_TENANT_WEIGHTS``), ``--shares-each``
-  recordings each, all at once: the share of submits each got while both still had submits to
-  make, and recordings a minute overall against R/2.
+  recordings each, all at once: the share of submits each got while both waited in line (the
+  first window's worth goes out at once, before anyone waits), and recordings a minute overall
+  against R/2.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def send(client: Any, sample: str, recording_id: str, tenant: str, priority: str
 
 def wait_all(r: redis_lib.Redis, ids: list[str], timeout_s: float) -> list[dict[str, bytes | None]]:
     deadline = time.time() + timeout_s
-    fields = ("state", "created_at", "at_SUBMITTED", "at_SUCCEEDED", "tenant")
+    fields = ("state", "created_at", "at_SUBMITTED", "at_SUCCEEDED", "tenant", "waits")
     while True:
         rows = read_records(r, ids, fields)
         if all(_text(row["state"]) in ("SUCCEEDED", "FAILED", "CANCELLED") for row in rows):
@@ -116,11 +117,14 @@ def shares(rate_text: str, sample: str, each: int) -> dict[str, Any]:
             send(client, sample, rid, rid.split("-")[-2], "normal")
         rate = per_minute(rate_text)
         rows = wait_all(r, ids, max(900.0, 4 * (2 * len(ids)) / rate * 60))
-    submits = sorted((_float(row["at_SUBMITTED"]) or 0.0, _text(row["tenant"]) or "") for row in rows)
-    # While both tenants still had submits to make: up to the moment the first of them ran out.
-    last = {tenant: max(t for t, who in submits if who == tenant) for tenant in ("a", "b")}
+    # The shares apply while tenants *wait*: the first window's worth went out at once, before
+    # anyone had to (a tenant that waits alone, or nobody, uses it all). So: the submits of the
+    # recordings that waited in line, up to the moment the first tenant's line ran out.
+    waited = sorted((_float(row["at_SUBMITTED"]) or 0.0, _text(row["tenant"]) or "") for row in rows
+                    if int(_float(row["waits"]) or 0) > 0)
+    last = {tenant: max(t for t, who in waited if who == tenant) for tenant in ("a", "b")}
     both_until = min(last.values())
-    during = [who for t, who in submits if t <= both_until]
+    during = [who for t, who in waited if t <= both_until]
     done = max(_float(row["at_SUCCEEDED"]) or 0.0 for row in rows)
     return {"share_a": during.count("a") / len(during), "share_b": during.count("b") / len(during),
             "submits_while_both_waited": len(during), "recordings_per_min": len(ids) / ((done - started) / 60),
@@ -132,7 +136,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", default="120/m")
     parser.add_argument("--backlog", type=int, default=150)
-    parser.add_argument("--shares-each", type=int, default=80)
+    parser.add_argument("--shares-each", type=int, default=150)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     from plaud.rates import Rate
@@ -156,7 +160,7 @@ def main() -> None:
           f"{behind['b_submitted_after_s']:.1f} s); {behind['b_s'] - figures['b_unloaded_s']:.1f} s more than alone, "
           f"one budget period is {period_s:.0f} s |")
     print(f"| a's backlog | drained in {behind['a_backlog_s']:.0f} s |")
-    print(f"| shares at weights 3:1 while both waited | a {split['share_a']:.3f}, b {split['share_b']:.3f} "
+    print(f"| shares at weights 3:1 while both waited in line | a {split['share_a']:.3f}, b {split['share_b']:.3f} "
           f"(of {split['submits_while_both_waited']} submits) |")
     print(f"| recordings/min overall (shares run) | {split['recordings_per_min']:.1f} (R/2 = "
           f"{split['half_rate_per_min']:.0f}) |")
