@@ -11,9 +11,9 @@ One worker (all queues, -c 4, no beat) against a sandbox that enforces R and pro
   later, b the same high one: b's time to SUCCEEDED beside its unloaded time (target: within one
   budget period of it), and how long a's backlog took.
 - **shares**: tenants a and b, weights 3:1 (``PLAUD_TENANT_WEIGHTS``), ``--shares-each``
-  recordings each, all at once: the share of submits each got while both waited in line (the
-  first window's worth goes out at once, before anyone waits), and recordings a minute overall
-  against R/2.
+  recordings each, all at once: the share of submits each got while both lines were full (after
+  the last upload, until one line ran out; before that a line can run empty while its uploads
+  catch up), and recordings a minute overall against R/2.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def send(client: Any, sample: str, recording_id: str, tenant: str, priority: str
 
 def wait_all(r: redis_lib.Redis, ids: list[str], timeout_s: float) -> list[dict[str, bytes | None]]:
     deadline = time.time() + timeout_s
-    fields = ("state", "created_at", "at_SUBMITTED", "at_SUCCEEDED", "tenant", "waits")
+    fields = ("state", "created_at", "at_UPLOADED", "at_SUBMITTED", "at_SUCCEEDED", "tenant", "waits")
     while True:
         rows = read_records(r, ids, fields)
         if all(_text(row["state"]) in ("SUCCEEDED", "FAILED", "CANCELLED") for row in rows):
@@ -117,14 +117,15 @@ def shares(rate_text: str, sample: str, each: int) -> dict[str, Any]:
             send(client, sample, rid, rid.split("-")[-2], "normal")
         rate = per_minute(rate_text)
         rows = wait_all(r, ids, max(900.0, 4 * (2 * len(ids)) / rate * 60))
-    # The shares apply while tenants *wait*: the first window's worth went out at once, before
-    # anyone had to (a tenant that waits alone, or nobody, uses it all). So: the submits of the
-    # recordings that waited in line, up to the moment the first tenant's line ran out.
+    # The shares apply while both tenants *wait*. Early on a submit reaches the line only once its
+    # upload is done, so a line may run empty for a moment and the other tenant take the slot. So:
+    # the submits granted after every upload was done (both lines full), until the first ran out.
+    uploads_done = max(_float(row["at_UPLOADED"]) or 0.0 for row in rows)
     waited = sorted((_float(row["at_SUBMITTED"]) or 0.0, _text(row["tenant"]) or "") for row in rows
                     if int(_float(row["waits"]) or 0) > 0)
     last = {tenant: max(t for t, who in waited if who == tenant) for tenant in ("a", "b")}
     both_until = min(last.values())
-    during = [who for t, who in waited if t <= both_until]
+    during = [who for t, who in waited if uploads_done < t <= both_until]
     done = max(_float(row["at_SUCCEEDED"]) or 0.0 for row in rows)
     return {"share_a": during.count("a") / len(during), "share_b": during.count("b") / len(during),
             "submits_while_both_waited": len(during), "recordings_per_min": len(ids) / ((done - started) / 60),
