@@ -53,7 +53,8 @@ class PipelineSettings:
     # hold lapses this long after, and the reconciler may take over.
     lease_ttl_s: int = 300
     # Pool children are replaced after a task that leaves them above this (Celery's
-    # worker_max_memory_per_child); they plateau near 200 MiB under 10,000 recordings in flight.
+    # worker_max_memory_per_child, which reads RSS); with their inherited objects frozen, four
+    # children held about 73 MiB PSS each after 20,000 tasks (BENCHMARKS.md, backlog memory).
     worker_max_memory_mib: int = 512
     sentinel_master: str = ""  # with sentinel:// broker/backend URLs: the master's name
     webhook_max_age_s: int = 3600

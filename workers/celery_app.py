@@ -12,11 +12,18 @@ own: ``plaud-workers worker -Q plaud.uploads``. Every worker also runs a dispatc
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, task_rejected, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_rejected,
+    worker_init,
+    worker_process_init,
+)
 from kombu import Queue
 
 from plaud.config import PlaudConfig
@@ -100,6 +107,18 @@ def fail_rejected_message(sender: Any = None, message: object = None, exc: Excep
     logging.getLogger("plaud.worker").error("rejected message %s: %s", task_id or "(no id)", reason)
     if task_id and sender is not None:
         sender.app.backend.mark_as_failure(task_id, RejectedMessage(reason))
+
+
+@worker_process_init.connect
+def freeze_inherited_objects(**_: object) -> None:
+    """Keep a pool child off the pages it shares with the main process.
+
+    Every garbage collection in a forked child writes to the GC header of each object it walks,
+    so a child soon holds a private copy of all it inherited. Frozen, the inherited objects are
+    never walked again. Measured with 10,000 recordings waiting: the worker's PSS 675 -> 348 MiB
+    (BENCHMARKS.md, backlog memory).
+    """
+    gc.freeze()
 
 
 @after_setup_logger.connect
