@@ -223,7 +223,9 @@ SLOW_TESTS = {
     },
     "tests/integration/test_results_cli.py": {"test_retry_redrives_a_failed_recording"},
     "tests/integration/test_sandbox_robustness.py": {"test_64_concurrent_part_uploads"},
-    "tests/unit/test_budget_simulation.py": {"test_the_pull_scheduler_keeps_the_budget_full_and_never_over"},
+    "tests/unit/test_budget_simulation.py": {"test_the_pull_scheduler_keeps_the_budget_full_and_never_over",
+                                             "test_backlogged_tenants_share_the_submits_by_weight_and_the_budget_stays_full"},
+    "tests/unit/test_budget_fairness.py": {"test_backlogged_tenants_share_the_grants_by_their_weights"},
 }
 
 
