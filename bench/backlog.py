@@ -13,9 +13,15 @@ that enforces R Transcription API requests a minute and processes a job in 2 s; 
 are told the same R (``PLAUD_TX_RATE_LIMIT``). N recordings of a few seconds are enqueued at
 once, then, ``--last-after-s`` later, one more. Reported: the time until every recording is
 SUCCEEDED beside the ideal ((2N + 2) requests at R a minute; and the requests the sandbox really
-saw, at R), recordings a minute, the busiest and the idlest full minute of requests at the
-sandbox while work waited (every 60-s window between the first and the last request), 429s,
-polls per recording, and how long the recording enqueued last took. A run that has not drained
+saw, at R), beside the window-bound ideal (a window that starts empty admits R requests at once,
+so the last of Q requests can go 60 s x floor((Q - 1) / R) after the first), recordings a
+minute, the busiest and the idlest full minute of requests at the sandbox while work waited
+(minutes counted from the first request, up to the last), the most in any 60-s window (never
+above R, or the fleet overspent), 429s, polls per recording, and how long the recording
+enqueued last took. Beside them, the sparsest 60-s window while a submit still waited, with the
+tasks waiting in the broker then: a budget spent in bursts (R at once, then nothing until the
+window frees) makes that window sparse even when no budget is wasted, so read it with the broker
+queues (granted tasks not yet run show there) and the full minutes. A run that has not drained
 after ``--drain-timeout-s`` stops there and says how many finished.
 
 **Backlog memory.** A budget of ``--memory-rate`` (1/min) so nearly everything waits, a
@@ -54,6 +60,7 @@ MINUTE_S = 60.0
 AUDIO_S = 4.0
 DRAIN_SANDBOX = ("--processing-base-s", "2", "--processing-rtf", "0")
 BROKER_QUEUES = (names.ENTRY_QUEUE, names.API_QUEUE, names.UPLOADS_QUEUE)
+SAMPLED_QUEUES = (*BROKER_QUEUES, names.POLLS_QUEUE)
 CHUNK = 5000  # Redis pipeline size for per-record reads
 
 
@@ -89,17 +96,18 @@ def read_records(r: redis_lib.Redis, ids: list[str], fields: tuple[str, ...]) ->
     return rows
 
 
-def minute_extremes(times: list[float], start: float, end: float) -> tuple[int, int] | None:
-    """The most and the fewest of ``times`` (sorted) in any window [s, s + 60) with start <= s <= end - 60."""
+def minute_extremes(times: list[float], start: float, end: float) -> tuple[int, int, float] | None:
+    """The most and the fewest of ``times`` (sorted) in any window [s, s + 60) with start <= s <= end - 60,
+    and the start of the (first) fewest."""
     if end - start < MINUTE_S:
         return None
     last = end - MINUTE_S
     candidates = {start, last}
     for t in times:  # counts change only when a window's edge crosses a request
         candidates.update((t, t + 1e-6, t - MINUTE_S, t - MINUTE_S + 1e-6))
-    counts = [bisect.bisect_left(times, s + MINUTE_S) - bisect.bisect_left(times, s)
-              for s in candidates if start <= s <= last]
-    return max(counts), min(counts)
+    counts = [(bisect.bisect_left(times, s + MINUTE_S) - bisect.bisect_left(times, s), s)
+              for s in sorted(candidates) if start <= s <= last]
+    return max(counts)[0], min(counts)[0], min(counts)[1]
 
 
 def sandbox_arrivals(admin: Any, origin: str) -> dict[str, Any] | None:
@@ -112,6 +120,13 @@ def sandbox_arrivals(admin: Any, origin: str) -> dict[str, Any] | None:
         if exc.code == 404:
             return None
         raise
+
+
+def queue_means(samples: list[tuple[float, dict[str, int]]], lo: float, hi: float,
+                how: Any = statistics.mean) -> dict[str, float]:
+    """Tasks waiting in each broker queue over [lo, hi): the mean (or ``how``) of the samples."""
+    inside = [q for t, q in samples if lo <= t < hi]
+    return {name: round(float(how(q[name] for q in inside)), 1) for name in SAMPLED_QUEUES} if inside else {}
 
 
 def log_problems(text: str) -> dict[str, Any]:
@@ -157,8 +172,13 @@ def run_drain(n: int, rate_text: str, *, concurrency: int, last_after_s: float, 
                 r = redis_lib.Redis.from_url(server.url)
                 deadline = started + timeout_s
                 next_report = time.time() + 30
+                queue_samples: list[tuple[float, dict[str, int]]] = []  # tasks waiting in the broker
                 while True:
                     states = [_text(row["state"]) for row in read_records(r, ids, ("state",))]
+                    pipe = r.pipeline(transaction=False)
+                    for q in SAMPLED_QUEUES:
+                        pipe.llen(q)
+                    queue_samples.append((time.time(), dict(zip(SAMPLED_QUEUES, pipe.execute(), strict=True))))
                     terminal = sum(1 for s in states if s in ("SUCCEEDED", "FAILED"))
                     if terminal == len(ids) or time.time() >= deadline:
                         break
@@ -183,13 +203,14 @@ def run_drain(n: int, rate_text: str, *, concurrency: int, last_after_s: float, 
     return drain_figures(n=n, rate_text=rate_text, rate=rate, ideal_s=ideal_s, timeout_s=timeout_s, started=started,
                          stopped=stopped, last_sent=last_sent, rows=rows, stats=stats, arrivals=arrivals,
                          queues=queues, unacked=unacked, problems=problems, logfile=worker.logfile,
-                         concurrency=concurrency)
+                         concurrency=concurrency, queue_samples=queue_samples)
 
 
 def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeout_s: float, started: float,
                   stopped: float, last_sent: float, rows: list[dict[str, bytes | None]], stats: dict[str, Any],
                   arrivals: dict[str, Any] | None, queues: dict[str, int], unacked: int, problems: dict[str, Any],
-                  logfile: str, concurrency: int) -> dict[str, Any]:
+                  logfile: str, concurrency: int, queue_samples: list[tuple[float, dict[str, int]]]
+                  ) -> dict[str, Any]:
     states = collections.Counter(_text(row["state"]) or "missing" for row in rows)
     done_at = [t for row in rows if _text(row["state"]) == "SUCCEEDED" and (t := _float(row["at_SUCCEEDED"]))]
     finished = len(done_at) == len(rows)
@@ -202,11 +223,15 @@ def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeou
     submits = sum(tx.get("submit_transcription", {}).values())
     gets = sum(tx.get("get_transcription", {}).values())
     admitted_ideal_s = (requests_seen - refused) / rate * MINUTE_S
+    window_ideal_s = MINUTE_S * ((2 * n + 2 - 1) // rate)
     polls = [int(p) for row in rows if _text(row["state"]) == "SUCCEEDED" and (p := _float(row["polls"])) is not None]
     last_row = rows[-1]
     last_done = _float(last_row["at_SUCCEEDED"]) if _text(last_row["state"]) == "SUCCEEDED" else None
 
-    busiest = idlest = busiest_all = None
+    busiest_sliding = busiest_sliding_all = idlest_sliding = idlest_from = None
+    full_minutes: list[int] = []
+    submitted_at = sorted(t for row in rows if (t := _float(row["at_SUBMITTED"]) or _float(row["at_PROCESSING"])))
+    all_submitted = len(submitted_at) == len(rows)
     timeline: list[dict[str, Any]] = []
     admitted_at: list[float] = []
     refused_at: list[float] = []
@@ -221,18 +246,26 @@ def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeou
             else:
                 admitted_at.append(origin + t)
         if all_at:
-            # While work waited: from the first request to the last (or to the stop, undrained).
-            window_end = min(all_at[-1], stopped)
-            extremes = minute_extremes(admitted_at, all_at[0], window_end)
+            # Full minutes from the first request, while work was left (to the last request, or the stop).
+            first, run_end = all_at[0], min(all_at[-1], stopped)
+            k = 0
+            while first + (k + 1) * MINUTE_S <= run_end:
+                lo = first + k * MINUTE_S
+                full_minutes.append(bisect.bisect_left(admitted_at, lo + MINUTE_S)
+                                    - bisect.bisect_left(admitted_at, lo))
+                k += 1
+            # Any 60-s window: never more than R; the sparsest one while a submit still waited for budget.
+            waited_until = min(submitted_at[-1] if all_submitted else stopped, stopped)
+            extremes = minute_extremes(admitted_at, first, max(run_end, first + MINUTE_S))
+            busiest_sliding = extremes[0] if extremes else None
+            extremes = minute_extremes(all_at, first, max(run_end, first + MINUTE_S))
+            busiest_sliding_all = extremes[0] if extremes else None
+            extremes = minute_extremes(admitted_at, first, waited_until)
             if extremes:
-                busiest, idlest = extremes
-            extremes_all = minute_extremes(all_at, all_at[0], window_end)
-            if extremes_all:
-                busiest_all = extremes_all[0]
+                _, idlest_sliding, idlest_from = extremes
         arrivals_dropped = int(arrivals["dropped"])
     else:
         arrivals_dropped = None
-    submitted_at = sorted(t for row in rows if (t := _float(row["at_SUBMITTED"]) or _float(row["at_PROCESSING"])))
     for minute in range(int((end - started) // MINUTE_S) + 1):
         lo, hi = started + minute * MINUTE_S, started + (minute + 1) * MINUTE_S
 
@@ -240,10 +273,17 @@ def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeou
             return sum(1 for t in times if lo <= t < hi)
 
         timeline.append({"minute": minute + 1, "submitted": between(submitted_at), "succeeded": between(done_at),
-                         "tx_admitted": between(admitted_at), "tx_429": between(refused_at)})
+                         "tx_admitted": between(admitted_at), "tx_429": between(refused_at),
+                         "broker_mean": queue_means(queue_samples, lo, hi)})
+    idlest_window = None
+    if idlest_from is not None:
+        idlest_window = {"from_s": round(idlest_from - started, 1), "to_s": round(idlest_from - started + MINUTE_S, 1),
+                         "broker_mean": queue_means(queue_samples, idlest_from, idlest_from + MINUTE_S),
+                         "broker_max": queue_means(queue_samples, idlest_from, idlest_from + MINUTE_S, max)}
     failures = [_text(row["failure"]) for row in rows if _text(row["state"]) == "FAILED"][:3]
     waiting_for = collections.Counter(_text(row["waiting_for"]) for row in rows
                                       if _text(row["state"]) not in ("SUCCEEDED", "FAILED"))
+    fields_kept = ("created_at", "at_SUBMITTED", "at_SUCCEEDED", "polls")
     return {
         "kind": "drain", "recordings": n, "plus_one": 1, "rate": rate_text, "rate_per_min": rate,
         "concurrency": concurrency, "timeout_s": timeout_s,
@@ -252,10 +292,20 @@ def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeou
         "ideal_ratio": round(ideal_s / elapsed_s, 3) if finished else None,
         "ideal_from_requests_s": round(admitted_ideal_s, 1),
         "ideal_from_requests_ratio": round(admitted_ideal_s / elapsed_s, 3) if finished else None,
+        "window_ideal_s": window_ideal_s,
+        "window_ideal_ratio": round(window_ideal_s / elapsed_s, 3) if finished else None,
+        "last_submit_after_s": round(submitted_at[-1] - started, 1) if all_submitted else None,
         "recordings_per_min": round(len(done_at) / elapsed_s * MINUTE_S, 1),
         "requests_seen": requests_seen, "requests_ideal": 2 * n + 2, "submits": submits, "gets": gets,
         "rejected_429": refused, "peak_per_minute_sandbox": stats.get("peak_tx_requests_per_minute"),
-        "busiest_minute": busiest, "idlest_minute": idlest, "busiest_minute_incl_429": busiest_all,
+        "requests_per_full_minute": full_minutes,
+        "busiest_minute": max(full_minutes) if full_minutes else None,
+        "idlest_minute": min(full_minutes) if full_minutes else None,
+        "busiest_60s_window": busiest_sliding, "busiest_60s_window_incl_429": busiest_sliding_all,
+        "idlest_60s_window_while_submits_waited": idlest_sliding, "idlest_window": idlest_window,
+        "arrivals_after_start_s": {"admitted": [round(t - started, 3) for t in admitted_at],
+                                   "refused": [round(t - started, 3) for t in refused_at]},
+        "records": [{"state": _text(row["state"]), **{f: _float(row[f]) for f in fields_kept}} for row in rows],
         "arrivals_dropped": arrivals_dropped,
         "polls_per_recording": round(statistics.mean(polls), 3) if polls else None,
         "gets_per_recording": round(gets / len(rows), 3),
@@ -264,7 +314,8 @@ def drain_figures(*, n: int, rate_text: str, rate: float, ideal_s: float, timeou
         "uploads_completed": stats.get("uploads_completed"),
         "transcriptions_created": stats.get("transcriptions_created"),
         "timeline": timeline, "failures": failures, "still_waiting_for": {str(k): v for k, v in waiting_for.items()},
-        "queues_at_end": queues, "unacked_at_end": unacked, "worker_log": logfile, "worker_log_problems": problems,
+        "queue_samples": [[round(t - started, 1), q] for t, q in queue_samples], "queues_at_end": queues,
+        "unacked_at_end": unacked, "worker_log": logfile, "worker_log_problems": problems,
     }
 
 
@@ -280,12 +331,16 @@ def report_drain(d: dict[str, Any]) -> None:
         ("outcome", outcome),
         ("ideal ((2N+2)/R)", f"{d['ideal_s']:.1f} s" + (f"; ideal / actual **{d['ideal_ratio']:.0%}**"
                                                          if d["ideal_ratio"] else "")),
+        ("window-bound ideal (R at once, then R a minute)",
+         f"{d['window_ideal_s']:.0f} s" + (f"; ideal / actual **{d['window_ideal_ratio']:.0%}**"
+                                           if d["window_ideal_ratio"] else "")),
         ("requests the sandbox saw", f"{d['requests_seen']} ({d['submits']} submits, {d['gets']} gets; "
                                      f"ideal {d['requests_ideal']}); at R: {d['ideal_from_requests_s']:.1f} s"
                                      + (f", {d['ideal_from_requests_ratio']:.0%} of the time taken"
                                         if d["ideal_from_requests_ratio"] else "")),
         ("recordings/min", f"{d['recordings_per_min']:.1f} (R/2 = {d['rate_per_min'] / 2:g})"),
-        ("busiest / idlest full minute at the sandbox", _minutes(d)),
+        ("busiest / idlest full minute at the sandbox (from the first request)", _minutes(d)),
+        ("any 60-s window at the sandbox", _windows(d)),
         ("429s", str(d["rejected_429"])),
         ("polls per recording", f"{d['polls_per_recording']} (sandbox gets per recording {d['gets_per_recording']})"),
         ("the recording enqueued last", f"{d['last_recording_s']} s to SUCCEEDED" if d["last_recording_s"] is not None
@@ -295,6 +350,10 @@ def report_drain(d: dict[str, Any]) -> None:
     print("  per minute since the first enqueue: " + "; ".join(
         f"{m['minute']}: {m['submitted']} submitted, {m['succeeded']} done, {m['tx_admitted']} requests"
         + (f" (+{m['tx_429']} 429)" if m["tx_429"] else "") for m in d["timeline"]))
+    if d["idlest_window"]:
+        w = d["idlest_window"]
+        print(f"  tasks waiting in the broker during the idlest minute ({w['from_s']:.0f}-{w['to_s']:.0f} s): "
+              f"mean {_queues(w['broker_mean'])}; max {_queues(w['broker_max'])}")
     problems = d["worker_log_problems"]
     if problems["errors"] or problems["warnings"]:
         print(f"  worker log ({d['worker_log']}): {problems['errors']} error lines, {problems['warnings']} warnings")
@@ -308,11 +367,26 @@ def report_drain(d: dict[str, Any]) -> None:
 def _minutes(d: dict[str, Any]) -> str:
     if d["arrivals_dropped"] is None:
         return f"(sandbox without /_sandbox/tx_arrivals) peak {d['peak_per_minute_sandbox']}"
-    if d["busiest_minute"] is None:
-        return "(the run was shorter than a minute)"
+    if not d["requests_per_full_minute"]:
+        return "(the requests took less than a minute)"
     rate = d["rate_per_min"]
-    return (f"{d['busiest_minute']} / {d['idlest_minute']} requests admitted ({d['busiest_minute'] / rate:.0%} / "
-            f"{d['idlest_minute'] / rate:.0%} of R); with 429s at most {d['busiest_minute_incl_429']}")
+    return (f"**{d['busiest_minute']} / {d['idlest_minute']}** admitted ({d['busiest_minute'] / rate:.0%} / "
+            f"{d['idlest_minute'] / rate:.0%} of R); each: {', '.join(map(str, d['requests_per_full_minute']))}")
+
+
+def _windows(d: dict[str, Any]) -> str:
+    if d["busiest_60s_window"] is None:
+        return "(no data)"
+    text = f"at most {d['busiest_60s_window']} admitted ({d['busiest_60s_window_incl_429']} with 429s)"
+    if d["idlest_60s_window_while_submits_waited"] is not None:
+        w = d["idlest_window"]
+        text += (f"; the sparsest while submits waited: {d['idlest_60s_window_while_submits_waited']} "
+                 f"({w['from_s']:.0f}-{w['to_s']:.0f} s after the first enqueue)")
+    return text
+
+
+def _queues(q: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:g}" for name, value in q.items()) or "(no samples)"
 
 
 def _table(rows: list[tuple[str, str]]) -> None:
@@ -504,11 +578,13 @@ def summary(results: list[dict[str, Any]]) -> str:
     for d in (r for r in results if r["kind"] == "drain"):
         if d["finished"]:
             parts.append(f"{d['recordings']} + 1 recordings at R = {d['rate']} drained in {d['elapsed_s']:.0f} s "
-                         f"against an ideal of {d['ideal_s']:.0f} s ({d['ideal_ratio']:.0%}; target >= 90 %), "
+                         f"against an ideal of {d['ideal_s']:.0f} s ({d['ideal_ratio']:.0%}; target >= 90 %) and "
+                         f"a window-bound ideal of {d['window_ideal_s']:.0f} s ({d['window_ideal_ratio']:.0%}), "
                          f"{d['recordings_per_min']:.0f} recordings/min, with {d['rejected_429']} 429s and "
                          f"{d['polls_per_recording']} polls per recording; the busiest full minute at the sandbox "
                          f"held {d['busiest_minute']} requests and the idlest {d['idlest_minute']} (R = "
-                         f"{d['rate_per_min']:g}), and the recording enqueued last took {d['last_recording_s']} s.")
+                         f"{d['rate_per_min']:g}; no 60-s window held more than {d['busiest_60s_window']}), "
+                         f"and the recording enqueued last took {d['last_recording_s']} s.")
         else:
             parts.append(f"{d['recordings']} + 1 recordings at R = {d['rate']} did not drain: after "
                          f"{d['elapsed_s']:.0f} s only {d['succeeded']} had SUCCEEDED ({d['recordings_per_min']:.1f} "
