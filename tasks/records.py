@@ -206,8 +206,8 @@ class RecordStore:
 
     def state_of(self, recording_id: str) -> RecordingState | None:
         """Just the state: one field, for checks made often (an upload between parts)."""
-        raw = self.redis.hget(self.key(recording_id), "state")
-        return None if raw is None else RecordingState(raw.decode())
+        state = self.field(recording_id, "state")
+        return None if state is None else RecordingState(state)
 
     def drop_due(self, recording_id: str) -> None:
         """Take a recording out of the reconciler's index (ended, or expired)."""

@@ -552,3 +552,31 @@ def release_concurrently(budgets: list[Budget], *, now_us: int, rounds: int = 20
     for t in threads:
         t.join()
     return granted
+
+
+def take_and_release_concurrently(budgets: list[Budget],
+                                  request: Callable[[int, int], tuple[str, str, dict[str, str]]],
+                                  *, each: int = 60) -> list[str]:
+    """Every budget on its own thread takes ``each`` requests (``request(budget index, i)`` gives
+    kind, waiter and take's keyword arguments), releasing after each and sending what it is
+    granted, on Redis's own clock: every waiter that went out."""
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def worker(index: int, b: Budget) -> None:
+        for i in range(each):
+            kind, waiter, options = request(index, i)
+            if b.take(kind, waiter, **options):
+                with lock:
+                    sent.append(waiter)
+            for granted_kind, granted in b.release().granted:
+                assert b.take(granted_kind, granted)
+                with lock:
+                    sent.append(granted)
+
+    threads = [threading.Thread(target=worker, args=(i, b)) for i, b in enumerate(budgets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,7 +9,7 @@ import redis
 
 from plaud.budget import POLL, SUBMIT, Budget, Load, Release
 from plaud.rates import Rate
-from tests.budget_sim import release_concurrently
+from tests.budget_sim import release_concurrently, take_and_release_concurrently
 
 T0 = 1_700_000_000_000_000  # a fake clock, in us
 S = 1_000_000
@@ -208,25 +207,8 @@ def test_takers_and_releasers_racing_on_the_redis_clock_stay_within_the_limit(re
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(6)]
     clients[0].flushall()
     budgets = [Budget(c, Rate(40, 60.0), key="race") for c in clients]
-    sent: list[str] = []
-    lock = threading.Lock()
-
-    def worker(index: int, b: Budget) -> None:
-        for i in range(60):
-            kind = SUBMIT if i % 3 else POLL
-            if b.take(kind, f"w{index}-{i}"):
-                with lock:
-                    sent.append(f"w{index}-{i}")
-            for kind, waiter in b.release().granted:
-                assert b.take(kind, waiter)
-                with lock:
-                    sent.append(waiter)
-
-    threads = [threading.Thread(target=worker, args=(i, b)) for i, b in enumerate(budgets)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    sent = take_and_release_concurrently(
+        budgets, lambda index, i: (SUBMIT if i % 3 else POLL, f"w{index}-{i}", {}))
     assert len(sent) == 40 == len(set(sent))  # all within one window: exactly the limit, nobody twice
     load = budgets[0].load()
     assert load.used == 40 and load.submits_waiting + load.polls_waiting == 6 * 60 - 40

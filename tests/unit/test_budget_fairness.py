@@ -7,7 +7,6 @@ request's wait bounded by about one budget period behind any low backlog; no sta
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -16,7 +15,7 @@ import redis
 
 from plaud.budget import POLL, SUBMIT, Budget, parse_tenant_weights
 from plaud.rates import Rate
-from tests.budget_sim import release_concurrently
+from tests.budget_sim import release_concurrently, take_and_release_concurrently
 
 T0 = 1_700_000_000_000_000  # a fake clock, in us
 S = 1_000_000
@@ -491,26 +490,13 @@ def test_takers_racing_over_tenants_on_the_redis_clock_stay_within_the_limit(red
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(6)]
     clients[0].flushall()
     budgets = [Budget(c, Rate(40, 60.0), key="race", tenant_weights={"t1": 2}) for c in clients]
-    sent: list[str] = []
-    lock = threading.Lock()
 
-    def worker(index: int, b: Budget) -> None:
-        for i in range(60):
-            kind = SUBMIT if i % 3 else POLL
-            tenant = f"t{(index + i) % 3}"
-            if b.take(kind, f"{tenant}-{index}.{i}", tenant=tenant, priority=("high", "low")[i % 2]):
-                with lock:
-                    sent.append(f"{tenant}-{index}.{i}")
-            for kind, waiter in b.release().granted:
-                assert b.take(kind, waiter)
-                with lock:
-                    sent.append(waiter)
+    def request(index: int, i: int) -> tuple[str, str, dict[str, str]]:
+        tenant = f"t{(index + i) % 3}"
+        return (SUBMIT if i % 3 else POLL, f"{tenant}-{index}.{i}",
+                {"tenant": tenant, "priority": ("high", "low")[i % 2]})
 
-    threads = [threading.Thread(target=worker, args=(i, b)) for i, b in enumerate(budgets)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    sent = take_and_release_concurrently(budgets, request)
     assert len(sent) == 40 == len(set(sent))
     load = budgets[0].load()
     assert load.used == 40 and load.submits_waiting + load.polls_waiting == 6 * 60 - 40
