@@ -132,6 +132,12 @@ class PipelineStack:
     def stop(self):
         for worker in self.workers:
             worker.stop()
+        # Handles this stack gave out can outlive it (a failed test's traceback holds them). When the
+        # garbage collector drops one later, Celery unsubscribes its result key: with nothing left
+        # subscribed it does not reach for a Redis that is gone (and fail whichever test runs then).
+        consumer = self.client.backend.result_consumer
+        consumer.stop()
+        consumer.subscribed_to.clear()
         self.redis_server.cleanup()
 
 

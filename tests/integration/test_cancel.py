@@ -56,6 +56,16 @@ def tight(sandbox_thread, tmp_path_factory):
     stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_live(tight):
+    """Cancel whatever a test left alive (one that failed half-way): under a budget of one request a
+    minute, its waiting recordings would hold the budget and the upload slot the next test needs."""
+    yield
+    live = [raw.decode() for raw in tight.redis.zrange(names.DUE_INDEX, 0, -1)]  # every recording not yet ended
+    if live:
+        cli(tight, "cancel", *live)
+
+
 def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(tight, sandbox, good_files):
     run = f"cancel-{time.time_ns()}"
     files = [good_files[i][0] for i in range(3)]
@@ -63,21 +73,29 @@ def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(ti
     handles = [tight.send(source=f, recording_id=r, tenant="t1", priority="high", callback_task="billing.on_event")
                for f, r in zip(files, ids, strict=True)]
     # Which recording got the upload slot first is a race; then one is submitted and its poll waits
-    # for the budget, one is uploaded and its submit waits, and one waits for the upload slot.
+    # for the budget, one is uploaded and its submit waits, and one waits for the upload slot. Each
+    # role is read from the record's state as well as what it waits for, and each must be held by
+    # exactly one recording: a record read just before it moved on cannot pass for another role.
 
     def roles():
         records = {r: tight.record(r) for r in ids}
         submitted = [r for r, rec in records.items() if rec.get("transcription_id")]
-        waits_submit = [r for r, rec in records.items() if rec.get("waiting_for") == "submit"]
-        waits_upload = [r for r, rec in records.items() if rec.get("waiting_for") == "upload"]
-        return (submitted + waits_submit + waits_upload) if len(submitted + waits_submit + waits_upload) == 3 else None
+        waits_submit = [r for r, rec in records.items()
+                        if rec.get("state") == "UPLOADED" and rec.get("waiting_for") == "submit"]
+        waits_upload = [r for r, rec in records.items()
+                        if rec.get("state") == "QUEUED" and rec.get("waiting_for") == "upload"]
+        found = (submitted, waits_submit, waits_upload)
+        return [held for held, in found] if all(len(held) == 1 for held in found) else None
 
     first, second, third = wait_until(roles, "one submitted, one waiting for budget, one for its upload slot")
     files = [files[ids.index(r)] for r in (first, second, third)]
     handles = [handles[ids.index(r)] for r in (first, second, third)]
+    # The budget holds the second's submit until a period after the first's: all of this runs well within it.
+    assert time.time() - float(tight.record(first)["submitted_at"]) < 30, {r: tight.record(r) for r in ids}
 
     done = cli(tight, "cancel", third)
-    assert done.returncode == 0 and "was cancelled at upload" in done.stdout and "no Plaud task" in done.stdout
+    assert done.returncode == 0 and "was cancelled at upload" in done.stdout and "no Plaud task" in done.stdout, (
+        done.stdout, {r: tight.record(r) for r in ids})
     by_name = tight.client.send_task(names.CANCEL, kwargs={"recording_id": second})  # as a service would
     [answer] = outcome(by_name)
     assert answer["cancelled"] and not answer["after_submit"] and "at submit" in answer["message"]
