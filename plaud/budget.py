@@ -16,6 +16,15 @@ waiters (by the policy below) and returns them, so the caller can enqueue their 
 used within a tick whatever the waiters are doing, so free budget and a waiting request never
 coexist for more than a moment.
 
+The window is paced: besides it, a GCRA (one time in Redis: when the pace's next request is due)
+lets one request go every ``window / limit`` on average and at most ``ceil(limit / slices)`` at
+once. That is the window's own rate, so while requests wait the pace costs no throughput; what it
+changes is that a burst no longer takes the whole window in a moment. Unpaced, whoever came after
+such a burst (a high request, the poll of a job that just finished) waited for its slots to free a
+whole period later, all at once, and be handed out again at once; paced, room comes back every
+``window / limit`` and the policy below decides who takes it. A slot freed unused (an expired or
+cancelled grant) gives its time back to the pace as well as to the window.
+
 A grant reserves its slot at grant time. When the granted waiter comes back (``take`` again) the
 slot's time moves to the actual send, so the window counts from when the request really leaves:
 never less than the truth. A grant nobody comes back for (its task lost) is given up by the first
@@ -49,9 +58,11 @@ Who goes next among waiting *submits* is a policy, decided in the same scripts:
   that comes more than ``2 * aging_s`` after it goes before it, so under any stream of high
   requests it is served once the ones that came before then are. ``aging_s``: three periods unless
   told.
-- **Polls stay first come, first served** whatever their tenant or priority: a poll of a submitted
-  job completes billed work. (``poll_priorities=True`` places them by priority like a tenant's
-  submits, across tenants: a high recording's poll then need not wait behind a low backlog's.)
+- **Polls stand in no tenant's line**: a poll of a submitted job completes billed work, so the
+  shares between tenants never hold it back. Among polls, each is placed by its recording's
+  priority with the same aging as a tenant's submits (across tenants): a high recording's poll
+  need not wait behind a low backlog's, and no poll starves. (``poll_priorities=False``: first
+  come, first served.)
 
 A submit takes a free slot at once only when no submit waits (else it joins its tenant's line, and
 goes at once only if the policy picks it next); release grants the policy's picks.
@@ -100,6 +111,10 @@ DEFAULT_PRIORITY = "normal"
 DEFAULT_TENANT = "default"
 GRANT_TTL_S = 30.0
 AGING_PERIODS = 3.0  # aging_s unless told: this many of the rate's periods
+# Unless told, the pace lets at most this share of the limit go at once: a burst spreads over the
+# window, so a request that comes later (a high one, a poll) finds room within a second or so, not a
+# whole period later.
+PACE_SLICES = 8
 VIRTUAL_GRANT = 1_000_000  # a weight-1 tenant's grant in virtual time (integers: exact ties, no drift)
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # a recording id's charset
 
@@ -110,10 +125,11 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # a recording id
 # 8 grants (hash 'kind:waiter' -> slot), 9 grant times ('kind:waiter' -> us), 10 slot counter,
 # 11 planned, 12 waiting tenants (tenant -> tag: the virtual time of its next grant), 13 virtual
 # time (field '#vtime') and where tenants that stopped waiting left off (tenant -> tag), 14 each
-# waiting submit's tenant (hash waiter -> tenant).
+# waiting submit's tenant (hash waiter -> tenant), 15 the pace (when its next request is due, us).
 # ARGV: 1 now us ('' = Redis's clock), 2 limit, 3 window us, 4-5 submit and poll shares of the
 # window while both kinds wait, 6 grant ttl us, 7 each weighted tenant's cost of a grant in
-# virtual time (json), 8 the cost for other tenants; the script's own arguments follow.
+# virtual time (json), 8 the cost for other tenants, 9 the pace: us between requests on average (0:
+# unpaced), 10 the most it lets go at once; the script's own arguments follow.
 _PRELUDE = """
 local now
 if ARGV[1] ~= '' then
@@ -131,6 +147,45 @@ local KIND = {
 }
 local TENANTS, TAGS, TENANT_OF, VTIME = KEYS[12], KEYS[13], KEYS[14], '#vtime'
 local function num(x) return string.format('%.17g', x) end
+local pace_us, pace_burst = tonumber(ARGV[9]), tonumber(ARGV[10])
+local paced = pace_us > 0
+
+-- The pace (a GCRA, its state one time in KEYS[15]: when the pace's next request is due): a request
+-- every pace_us on average, at most pace_burst at once. It only spreads the window's limit over the
+-- window (pace_us is the window over the limit), so a request that comes later finds room soon.
+local function pace_due()
+  return math.max(tonumber(redis.call('GET', KEYS[15]) or '0'), now)
+end
+
+local function set_pace(due)
+  redis.call('SET', KEYS[15], num(due), 'PX', math.ceil(window_us / 1000) + 60000)
+end
+
+-- How many requests may go now: the window's room, and (paced) the pace's.
+local function room()
+  local free = limit - redis.call('ZCARD', KEYS[1])
+  if paced then
+    free = math.min(free, math.floor((now + (pace_burst - 1) * pace_us - pace_due()) / pace_us) + 1)
+  end
+  return free
+end
+
+-- us until a request may go (0 when one may now): the window's oldest slot leaving it, and the pace.
+local function next_room_us()
+  local wait = 0
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    wait = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window_us - now
+  end
+  if paced then wait = math.max(wait, pace_due() - (pace_burst - 1) * pace_us - now) end
+  return wait
+end
+
+-- A slot freed without a request on it (an unused grant) gives its time back to the pace too.
+local function free_slot(kind, slot)
+  redis.call('ZREM', KEYS[1], slot)
+  redis.call('ZREM', KIND[kind].slots, slot)
+  if paced then set_pace(pace_due() - pace_us) end
+end
 
 local function trim()
   local cutoff = num(now - window_us)
@@ -148,6 +203,7 @@ local function count(kind, slot)
 end
 
 local function add_slot(kind)
+  if paced then set_pace(pace_due() + pace_us) end
   return count(kind, redis.call('INCR', KEYS[10]))
 end
 
@@ -158,7 +214,7 @@ local function cap(kind)
 end
 
 local function full(kind)
-  return redis.call('ZCARD', KEYS[1]) >= limit or redis.call('ZCARD', KIND[kind].slots) >= cap(kind)
+  return room() <= 0 or redis.call('ZCARD', KIND[kind].slots) >= cap(kind)
 end
 
 local costs
@@ -267,12 +323,12 @@ local function adopt_untenanted()
 end
 """
 
-# ARGV 9 kind, 10 waiter, 11 tenant, 12 order ('' = now), 13 priority shift us (0 for a poll unless
-# poll_priorities), 14 '1' to join the wait list when refused. Returns 2 sent on a grant, 1 took a
+# ARGV 11 kind, 12 waiter, 13 tenant, 14 order ('' = now), 15 priority shift us (0 for a poll unless
+# poll_priorities), 16 '1' to join the wait list when refused. Returns 2 sent on a grant, 1 took a
 # free slot, 0 refused (and waits, if it joined or was already waiting).
 _TAKE = _PRELUDE + """
 trim()
-local kind, waiter = ARGV[9], ARGV[10]
+local kind, waiter = ARGV[11], ARGV[12]
 local field = kind .. ':' .. waiter
 local granted_slot = redis.call('HGET', KEYS[8], field)
 if granted_slot then
@@ -286,14 +342,14 @@ if granted_slot then
     return 2
   end
 end
-local order = (ARGV[12] ~= '' and tonumber(ARGV[12]) or now) + tonumber(ARGV[13])
+local order = (ARGV[14] ~= '' and tonumber(ARGV[14]) or now) + tonumber(ARGV[15])
 if kind == 'poll' then
   local ahead = redis.call('ZRANK', KEYS[5], waiter)
   local queued = ahead ~= false
   if not queued then
     ahead = redis.call('ZCOUNT', KEYS[5], '-inf', num(order))
     if ahead > 0 or full(kind) then
-      if ARGV[14] == '1' then
+      if ARGV[16] == '1' then
         redis.call('ZADD', KEYS[5], num(order), waiter)
         redis.call('ZADD', KEYS[7], num(now), waiter)
       end
@@ -310,14 +366,14 @@ end
 if redis.call('HEXISTS', TENANT_OF, waiter) == 0 then
   if redis.call('EXISTS', KEYS[6]) == 0 then
     if full(kind) then
-      if ARGV[14] == '1' then join(ARGV[11], waiter, num(order)) end
+      if ARGV[16] == '1' then join(ARGV[13], waiter, num(order)) end
       return 0
     end
     add_slot(kind)
     return 1
   end
-  if ARGV[14] ~= '1' then return 0 end
-  join(ARGV[11], waiter, num(order))
+  if ARGV[16] ~= '1' then return 0 end
+  join(ARGV[13], waiter, num(order))
 end
 if full(kind) then return 0 end
 local tenant, pick, tag = pick_submit()
@@ -327,8 +383,8 @@ add_slot(kind)
 return 1
 """
 
-# ARGV 9 most grants (0 = as many as are free). Returns {granted kind, waiter, ...}, {expired
-# 'kind:waiter', ...}, us until the window's oldest slot frees (0 when one is free), waiters left,
+# ARGV 11 most grants (0 = as many as are free). Returns {granted kind, waiter, ...}, {expired
+# 'kind:waiter', ...}, us until a request may go (0 when one may now), waiters left,
 # grants not yet used.
 _RELEASE = _PRELUDE + """
 trim()
@@ -342,16 +398,11 @@ if #expired > 0 then
   for _, field in ipairs(expired) do
     local slot = redis.call('HGET', KEYS[8], field)
     redis.call('HDEL', KEYS[8], field)
-    if slot then
-      local kind = string.match(field, '^(%a+):')
-      redis.call('ZREM', KEYS[1], slot)
-      redis.call('ZREM', KIND[kind].slots, slot)
-    end
+    if slot then free_slot(string.match(field, '^(%a+):'), slot) end
   end
 end
-local used = redis.call('ZCARD', KEYS[1])
-local free = limit - used
-if tonumber(ARGV[9]) > 0 then free = math.min(free, tonumber(ARGV[9])) end
+local free = room()
+if tonumber(ARGV[11]) > 0 then free = math.min(free, tonumber(ARGV[11])) end
 local in_use = {submit = redis.call('ZCARD', KEYS[2]), poll = redis.call('ZCARD', KEYS[3])}
 local waiting = {submit = redis.call('ZCARD', KEYS[6]), poll = redis.call('ZCARD', KEYS[7])}
 local granted = {}
@@ -395,45 +446,39 @@ while free > 0 and (waiting.submit > 0 or waiting.poll > 0) do
     granted[#granted + 1] = waiter
     waiting[kind] = waiting[kind] - 1
     in_use[kind] = in_use[kind] + 1
-    used = used + 1
     free = free - 1
   else
     waiting[kind] = 0  -- first refusals left without a line (not reached): none to grant
   end
 end
 if vtime then redis.call('HSET', TAGS, VTIME, num(vtime)) end
-local next_free = 0
-if used >= limit then
-  next_free = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window_us - now
-end
-return {granted, expired, next_free, waiting.submit + waiting.poll, redis.call('ZCARD', KEYS[9])}
+return {granted, expired, next_room_us(), waiting.submit + waiting.poll, redis.call('ZCARD', KEYS[9])}
 """
 
-# ARGV 9 waiter, 10.. kinds. Drops the waiter from those wait lists and its unused grants (freeing
+# ARGV 11 waiter, 12.. kinds. Drops the waiter from those wait lists and its unused grants (freeing
 # their slots: no request went out on them, and a late task now needs a new slot). Returns how many.
 _CANCEL = _PRELUDE + """
-local waiter = ARGV[9]
+local waiter = ARGV[11]
 local dropped = 0
-for i = 10, #ARGV do
+for i = 12, #ARGV do
   local kind = ARGV[i]
   dropped = dropped + leave_queue(kind, waiter)
   local slot = redis.call('HGET', KEYS[8], kind .. ':' .. waiter)
   if slot then
     redis.call('HDEL', KEYS[8], kind .. ':' .. waiter)
     redis.call('ZREM', KEYS[9], kind .. ':' .. waiter)
-    redis.call('ZREM', KEYS[1], slot)
-    redis.call('ZREM', KIND[kind].slots, slot)
+    free_slot(kind, slot)
     dropped = dropped + 1
   end
 end
 return dropped
 """
 
-# ARGV 9 waiter. Returns how many submit grants come before the waiting submit ``waiter`` if nobody
+# ARGV 11 waiter. Returns how many submit grants come before the waiting submit ``waiter`` if nobody
 # else joined (-1: it waits for no submit): its rank in its tenant's line, plus for every other
 # waiting tenant its grants whose tags come before this waiter's, at most its waiters.
 _POSITION = _PRELUDE + """
-local waiter = ARGV[9]
+local waiter = ARGV[11]
 local tenant = redis.call('HGET', TENANT_OF, waiter)
 if not tenant then return -1 end
 local rank = redis.call('ZRANK', line(tenant), waiter)
@@ -456,26 +501,21 @@ end
 return before
 """
 
-# ARGV 9 how long a plan outlives its time us. Returns used, submits waiting, polls waiting,
+# ARGV 11 how long a plan outlives its time us. Returns used, submits waiting, polls waiting,
 # requests planned up to a period ahead (those already due but not yet made included), grants
-# outstanding, us since the oldest waiter's first refusal (-1: nobody waits), us until the window's
-# oldest slot frees (0 when one is free).
+# outstanding, us since the oldest waiter's first refusal (-1: nobody waits), us until a request
+# may go (0 when one may now).
 _LOAD = _PRELUDE + """
 trim()
-redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', num((now - tonumber(ARGV[9])) / 1000000))
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', num((now - tonumber(ARGV[11])) / 1000000))
 local oldest = -1
 for _, key in ipairs({KEYS[6], KEYS[7]}) do
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
   if first then oldest = math.max(oldest, now - tonumber(first)) end
 end
-local used = redis.call('ZCARD', KEYS[1])
-local next_free = 0
-if used >= limit then
-  next_free = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window_us - now
-end
-return {used, redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]),
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[7]),
         redis.call('ZCOUNT', KEYS[11], '-inf', num((now + window_us) / 1000000)),
-        redis.call('ZCOUNT', KEYS[9], '(' .. num(now - grant_ttl_us), '+inf'), oldest, next_free}
+        redis.call('ZCOUNT', KEYS[9], '(' .. num(now - grant_ttl_us), '+inf'), oldest, next_room_us()}
 """
 
 
@@ -511,14 +551,15 @@ class Budget:
     ``tenant_weights`` (tenant -> weight, else ``default_weight``) share the submits between waiting
     tenants; ``aging_s`` (three periods unless told) is how much longer a request must have waited
     to rank as one priority class higher within its tenant. The module's docstring has the policy.
-    ``poll_priorities`` places polls by priority too, as a tenant's submits are but across all
-    tenants (shifted by ``aging_s``); off, polls are first come, first served.
+    ``poll_priorities`` (on unless told) places polls by priority too, as a tenant's submits are but
+    across all tenants (shifted by ``aging_s``); off, polls are first come, first served. ``slices``:
+    the pace lets at most ``ceil(limit / slices)`` requests go at once (1: unpaced).
     """
 
     def __init__(self, redis: Any, rate: Rate, *, key: str, safety_s: float = SAFETY_S,
                  submit_share: float = DEFAULT_SUBMIT_SHARE, grant_ttl_s: float = GRANT_TTL_S,
                  tenant_weights: Mapping[str, float] | None = None, default_weight: float = 1.0,
-                 aging_s: float | None = None, poll_priorities: bool = False) -> None:
+                 aging_s: float | None = None, poll_priorities: bool = True, slices: int = PACE_SLICES) -> None:
         if not 0.0 < submit_share < 1.0:
             raise ValueError(f"submit_share must be between 0 and 1, got {submit_share}")
         self.tenant_weights = {_check_tenant(tenant): _check_weight(weight, f"the weight of tenant {tenant!r}")
@@ -533,6 +574,13 @@ class Budget:
         self.rate = rate
         self.redis = redis
         self.window_us = int((rate.period_s + safety_s) * 1_000_000)
+        if not 1 <= slices <= 1000:
+            raise ValueError(f"slices must be 1 to 1000, got {slices}")
+        # The pace: one request every window / limit on average (the window's own rate, so it costs
+        # no throughput while requests wait), at most ceil(limit / slices) at once; 1 slice: unpaced.
+        self.slices = slices
+        self.pace_burst = math.ceil(rate.limit / slices)
+        self.pace_us = self.window_us // rate.limit if self.pace_burst < rate.limit else 0
         # A grant must be used while its slot is still in the window: that is what it reserved.
         self.grant_ttl_us = int(min(grant_ttl_s, rate.period_s) * 1_000_000)
         # How long a plan outlives its time before load() forgets it.
@@ -545,7 +593,7 @@ class Budget:
         self.keys = [key, f"{key}:slots:{SUBMIT}", f"{key}:slots:{POLL}", f"{key}:waiting:{SUBMIT}",
                      f"{key}:waiting:{POLL}", f"{key}:since:{SUBMIT}", f"{key}:since:{POLL}", f"{key}:grants",
                      f"{key}:granted", f"{key}:seq", f"{key}:planned", f"{key}:tenants", f"{key}:tags",
-                     f"{key}:tenant-of"]
+                     f"{key}:tenant-of", f"{key}:pace"]
         self._costs = json.dumps({tenant: _cost(weight) for tenant, weight in self.tenant_weights.items()},
                                  sort_keys=True)
         self._default_cost = _cost(self.default_weight)
@@ -557,7 +605,8 @@ class Budget:
 
     def _args(self, now_us: int | None, *rest: Any) -> list[Any]:
         return ["" if now_us is None else int(now_us), self.rate.limit, self.window_us, self.shares[SUBMIT],
-                self.shares[POLL], self.grant_ttl_us, self._costs, self._default_cost, *rest]
+                self.shares[POLL], self.grant_ttl_us, self._costs, self._default_cost, self.pace_us, self.pace_burst,
+                *rest]
 
     def weight(self, tenant: str) -> float:
         """``tenant``'s weight in the shares between waiting tenants."""

@@ -63,7 +63,7 @@ class PlaudClient:
         self.budget: Budget | MemoryLimiter | None = None
         if config.tx_rate_limit is not None:
             self.budget = (Budget(redis, config.tx_rate_limit, key=tx_budget_key(config.client_id),
-                                  tenant_weights=dict(config.tenant_weights))
+                                  tenant_weights=dict(config.tenant_weights), slices=config.tx_pace_slices)
                            if redis is not None else MemoryLimiter(config.tx_rate_limit))
         self.uploader = Uploader(self, self.transport, parallel_parts=config.parallel_parts,
                                  part_timeout_s=config.part_timeout_s, policy=policy)

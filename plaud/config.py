@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .budget import parse_tenant_weights
+from .budget import PACE_SLICES, parse_tenant_weights
 from .errors import ConfigError
 from .rates import Rate
 
@@ -46,6 +46,8 @@ class PlaudConfig:
     tx_rate_limit: Rate | None = None
     # Each tenant's weight in the budget's fair shares ((tenant, weight), ...); others weigh 1.
     tenant_weights: tuple[tuple[str, float], ...] = ()
+    # The budget's pace lets at most limit / tx_pace_slices go at once (1: the whole window at once).
+    tx_pace_slices: int = PACE_SLICES
     mp3_bitrate_kbps: int = 64
     ffmpeg_path: str = "ffmpeg"
 
@@ -109,6 +111,7 @@ class PlaudConfig:
             part_timeout_s=_number(env, "PLAUD_PART_TIMEOUT_S", 120.0),
             parallel_parts=int(_number(env, "PLAUD_PARALLEL_PARTS", 4, integer=True, upper=64)),
             tx_rate_limit=tx_rate, tenant_weights=tuple(sorted(weights.items())),
+            tx_pace_slices=int(_number(env, "PLAUD_TX_PACE_SLICES", PACE_SLICES, integer=True, upper=1000)),
             mp3_bitrate_kbps=int(_number(env, "PLAUD_MP3_BITRATE_KBPS", 64, integer=True, upper=320)),
             ffmpeg_path=env.get("PLAUD_FFMPEG", "ffmpeg").strip() or "ffmpeg",
         )

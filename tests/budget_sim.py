@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plaud import ratelimit
-from plaud.budget import POLL, SUBMIT, Budget
+from plaud.budget import PACE_SLICES, POLL, SUBMIT, Budget
 from plaud.rates import Rate
 
 PERIOD_S = 60.0
@@ -87,7 +87,8 @@ class Scenario:
     seed: int = 0
     tenants: tuple[Tenant, ...] = (Tenant("default"),)  # the burst and steady recordings' tenants, in turn
     late: tuple[Late, ...] = ()
-    poll_priorities: bool = False  # Budget(poll_priorities=...)
+    poll_priorities: bool = True  # Budget(poll_priorities=...), as the fleet runs it
+    slices: int = PACE_SLICES  # Budget(slices=...): 1, unpaced
 
     def __post_init__(self) -> None:
         # The fleet must be able to carry the budget, else a shortfall is the workers', not the scheduler's.
@@ -101,7 +102,8 @@ class Scenario:
         if self.tenants != (Tenant("default"),):
             extra += "-" + ":".join(f"{t.name}{t.weight:g}{t.priority[0]}" for t in self.tenants)
         extra += "".join(f"+{late.n}{late.tenant.name}{late.tenant.priority[0]}@{late.at_s:g}s" for late in self.late)
-        extra += "-pollprio" if self.poll_priorities else ""
+        extra += "" if self.poll_priorities else "-fifopolls"
+        extra += "" if self.slices == PACE_SLICES else f"-slices{self.slices}"
         return (f"R{self.limit}-burst{self.burst:g}x{extra}-w{self.workers}-jobs{self.job_s[0]:g}..{self.job_s[1]:g}s"
                 f"-{self.dispatch}{'-rof' if self.release_on_finish else ''}-s{self.seed}")
 
@@ -149,9 +151,9 @@ class PullScheduler:
     name = "pull"
 
     def __init__(self, redis: Any, limit: int, key: str, weights: dict[str, float] | None = None,
-                 poll_priorities: bool = False) -> None:
+                 poll_priorities: bool = True, slices: int = PACE_SLICES) -> None:
         self.budget = Budget(redis, Rate(limit, PERIOD_S), key=key, safety_s=SAFETY_S, tenant_weights=weights,
-                             poll_priorities=poll_priorities)
+                             poll_priorities=poll_priorities, slices=slices)
 
 
 # The turn-based scheduler the fleet ran before ``plaud.budget`` (its Lua script as it was, the
@@ -232,8 +234,8 @@ class Simulation:
         key = f"sim:{scheduler}:{scenario.name}"
         weights = {t.name: t.weight for t in (*scenario.tenants, *(late.tenant for late in scenario.late))}
         self.sched: PullScheduler | TurnScheduler = (
-            PullScheduler(redis, scenario.limit, key, weights, scenario.poll_priorities) if scheduler == "pull"
-            else TurnScheduler(redis, scenario.limit, key))
+            PullScheduler(redis, scenario.limit, key, weights, scenario.poll_priorities, scenario.slices)
+            if scheduler == "pull" else TurnScheduler(redis, scenario.limit, key))
         self.horizon_s = horizon_s if horizon_s is not None else 4 * scenario.drain_s() + 3 * scenario.job_s[1] + 600
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []

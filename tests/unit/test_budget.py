@@ -17,6 +17,9 @@ WINDOW = 61 * S  # 60/m plus the safety second
 
 
 def budget(redis_client, limit: int = 4, **kwargs) -> Budget:
+    """A budget unpaced (one slice), polls first come, first served: the window's own mechanics; the
+    pacing and poll priorities have tests of their own."""
+    kwargs = {"slices": 1, "poll_priorities": False, **kwargs}
     return Budget(redis_client, Rate(limit, 60.0), key="test:budget", **kwargs)
 
 
@@ -190,29 +193,34 @@ def test_one_slot_goes_to_the_oldest_waiter_of_either_kind(redis_client):
     assert order == ["w0", "w1", "w2", "v0", "v1", "v2"]
 
 
-def test_two_releasers_at_once_never_grant_more_than_the_window(redis_server):
+@pytest.mark.parametrize("slices", [1, 8])
+def test_two_releasers_at_once_never_grant_more_than_the_window(redis_server, slices):
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(8)]
     clients[0].flushall()
-    budgets = [Budget(c, Rate(50, 60.0), key="race") for c in clients]
+    budgets = [Budget(c, Rate(50, 60.0), key="race", slices=slices) for c in clients]
+    room = budgets[0].pace_burst  # 50 unpaced; paced, 7 at once
+    assert room == (50 if slices == 1 else 7)
     for i in range(300):
-        assert not budgets[0].take(SUBMIT if i % 2 else POLL, f"w{i}", now_us=T0) or i < 50
+        assert not budgets[0].take(SUBMIT if i % 2 else POLL, f"w{i}", now_us=T0) or i < room
     granted = release_concurrently(budgets, now_us=T0 + WINDOW)
-    assert len(granted) == 50 and len(set(granted)) == 50
-    assert budgets[0].load(now_us=T0 + WINDOW).used == 50
+    assert len(granted) == room and len(set(granted)) == room
+    assert budgets[0].load(now_us=T0 + WINDOW).used == room
     for c in clients:
         c.close()
 
 
-def test_takers_and_releasers_racing_on_the_redis_clock_stay_within_the_limit(redis_server):
+@pytest.mark.parametrize("slices", [1, 8])
+def test_takers_and_releasers_racing_on_the_redis_clock_stay_within_the_limit(redis_server, slices):
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(6)]
     clients[0].flushall()
-    budgets = [Budget(c, Rate(40, 60.0), key="race") for c in clients]
+    budgets = [Budget(c, Rate(40, 60.0), key="race", slices=slices) for c in clients]
+    room = budgets[0].pace_burst  # the whole window unpaced; paced, 5 at once
     sent = take_and_release_concurrently(
         budgets, lambda index, i: (SUBMIT if i % 3 else POLL, f"w{index}-{i}", {}))
-    assert len(sent) == 40 == len(set(sent))  # all within one window: exactly the limit, nobody twice
+    assert len(sent) == room == len(set(sent))  # at once: exactly the room, nobody twice
     load = budgets[0].load()
-    assert load.used == 40 and load.submits_waiting + load.polls_waiting == 6 * 60 - 40
-    assert 0 < load.next_free_in_s <= 61.0
+    assert load.used == room and load.submits_waiting + load.polls_waiting == 6 * 60 - room
+    assert 0 < load.next_free_in_s <= 61.0 / slices
     for c in clients:
         c.close()
 
@@ -269,3 +277,52 @@ def test_holds_says_what_a_recording_waits_for_or_holds_a_grant_of(redis_client)
     assert b.release(now_us=T0 + WINDOW + S).granted == [(SUBMIT, "waits")]
     assert b.holds("waits") == SUBMIT  # granted, its task on the way: still not lost
     assert b.take(SUBMIT, "waits", now_us=T0 + WINDOW + 2 * S) and b.holds("waits") is None
+
+
+# -- the pace -----------------------------------------------------------------------------------
+
+
+def test_the_pace_lets_a_burst_go_an_eighth_at_once_then_one_every_window_over_the_limit(redis_client):
+    b = budget(redis_client, limit=120, slices=8)
+    gap_us = WINDOW // 120  # 0.508 s: the window's own rate
+    assert (b.pace_burst, b.pace_us) == (15, gap_us)
+    assert fill(b, 40) == [True] * 15 + [False] * 25  # the window has room for 120; the pace for 15
+    assert b.load(now_us=T0).next_free_in_s == pytest.approx(gap_us / S, abs=1e-6)
+    assert b.release(now_us=T0 + gap_us - 1).granted == []
+    assert [w for _, w in b.release(now_us=T0 + gap_us).granted] == ["r15"]
+    assert len(b.release(now_us=T0 + 11 * gap_us).granted) == 10  # one per gap, none banked beyond them
+    # Idle, the pace fills up again to its burst, and no further: the window's limit stays the bound.
+    assert len(b.release(now_us=T0 + 200 * gap_us).granted) == 14  # the rest of the 40
+    assert fill(b, 30, at=T0 + 200 * gap_us, prefix="later") == [True] + [False] * 29
+
+
+def test_over_a_long_backlog_the_pace_sends_the_whole_limit_every_window(redis_client):
+    b = budget(redis_client, limit=120, slices=8)
+    fill(b, 600)
+    sent = [(T0, 15)]
+    for tick in range(1, 4 * 61 + 1):  # a dispatcher every second for four windows; its grants sent at once
+        now = T0 + tick * S
+        granted = b.release(now_us=now).granted
+        assert all(b.take(kind, waiter, now_us=now) for kind, waiter in granted)
+        sent.append((now, len(granted)))
+    for start in range(0, 3 * 61):
+        in_window = sum(n for at, n in sent if T0 + start * S <= at < T0 + start * S + WINDOW)
+        assert 119 <= in_window <= 120, (start, in_window)
+
+
+def test_a_grant_given_up_gives_its_time_back_to_the_pace(redis_client):
+    b = budget(redis_client, limit=120, slices=120, grant_ttl_s=10.0)  # a burst of one: a grant every gap
+    gap_us = b.pace_us
+    fill(b, 3)  # r0 sent; r1, r2 wait
+    assert b.release(now_us=T0 + gap_us).granted == [(SUBMIT, "r1")]
+    # r1's task is lost: at its grant's ttl its slot and its turn of the pace go to r2 at once.
+    release = b.release(now_us=T0 + gap_us + 10 * S)
+    assert release.expired == [(SUBMIT, "r1")] and release.granted == [(SUBMIT, "r2")]
+
+
+def test_one_slice_is_unpaced_and_a_budget_of_few_requests_needs_no_pace(redis_client):
+    assert budget(redis_client, limit=120, slices=1).pace_us == 0
+    assert budget(redis_client, limit=5, slices=8).pace_burst == 1
+    assert fill(budget(redis_client, limit=120, slices=1), 121) == [True] * 120 + [False]
+    with pytest.raises(ValueError, match="slices"):
+        budget(redis_client, slices=0)

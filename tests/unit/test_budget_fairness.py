@@ -24,7 +24,8 @@ SHARE_TOLERANCE = 0.05  # of each tenant's due share
 
 
 def budget(redis_client, limit: int = 60, period_s: float = 60.0, **kwargs) -> Budget:
-    return Budget(redis_client, Rate(limit, period_s), key="fair", **kwargs)
+    """Unpaced (one slice) unless told: the policy decides who goes, pacing only when (its own tests)."""
+    return Budget(redis_client, Rate(limit, period_s), key="fair", **{"slices": 1, **kwargs})
 
 
 def tenant_of(waiter: str) -> str:
@@ -323,8 +324,8 @@ def test_priorities_are_per_tenant_not_across_tenants(redis_client):
 # -- polls -------------------------------------------------------------------------------------------
 
 
-def test_polls_are_first_come_first_served_whatever_their_tenant_or_priority(redis_client):
-    b = budget(redis_client, limit=10, tenant_weights={"acme": 9})
+def test_without_poll_priorities_polls_are_first_come_first_served_whatever_their_tenant(redis_client):
+    b = budget(redis_client, limit=10, tenant_weights={"acme": 9}, poll_priorities=False)
     busy(b, 10)
     names = []
     for i, (tenant, priority) in enumerate([("beta", "low"), ("acme", "high"), ("beta", "normal"),
@@ -337,8 +338,8 @@ def test_polls_are_first_come_first_served_whatever_their_tenant_or_priority(red
     assert granted == names[:10]
 
 
-def test_poll_priorities_place_polls_by_priority_when_asked(redis_client):
-    b = budget(redis_client, limit=10, aging_s=60.0, poll_priorities=True)
+def test_polls_are_placed_by_priority_with_aging_across_tenants(redis_client):
+    b = budget(redis_client, limit=10, aging_s=60.0)  # poll_priorities: the default
     busy(b, 10)
     for i, priority in enumerate(["low", "normal", "high", "normal", "low"]):
         assert not b.take(POLL, f"p{i}", tenant=("a", "b")[i % 2], priority=priority, now_us=T0 + S + i)
@@ -473,7 +474,8 @@ def test_a_waiting_submit_costs_a_few_hundred_bytes(redis_client):
 def test_releasers_racing_over_tenants_never_grant_more_than_the_window(redis_server):
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(8)]
     clients[0].flushall()
-    budgets = [Budget(c, Rate(50, 60.0), key="race", tenant_weights={"t0": 3}) for c in clients]
+    # Unpaced: the whole window at once (pacing's own races are in test_budget.py).
+    budgets = [Budget(c, Rate(50, 60.0), key="race", tenant_weights={"t0": 3}, slices=1) for c in clients]
     busy(budgets[0], 50)
     for i in range(300):
         assert not budgets[0].take(SUBMIT, f"t{i % 3}-{i}", tenant=f"t{i % 3}",
@@ -489,7 +491,7 @@ def test_releasers_racing_over_tenants_never_grant_more_than_the_window(redis_se
 def test_takers_racing_over_tenants_on_the_redis_clock_stay_within_the_limit(redis_server):
     clients = [redis.Redis.from_url(redis_server.url) for _ in range(6)]
     clients[0].flushall()
-    budgets = [Budget(c, Rate(40, 60.0), key="race", tenant_weights={"t1": 2}) for c in clients]
+    budgets = [Budget(c, Rate(40, 60.0), key="race", tenant_weights={"t1": 2}, slices=1) for c in clients]
 
     def request(index: int, i: int) -> tuple[str, str, dict[str, str]]:
         tenant = f"t{(index + i) % 3}"

@@ -18,6 +18,8 @@ Big R runs short bursts so the file stays within about half a minute. ``-s`` pri
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.budget_sim import Figures, Late, Scenario, Simulation, Tenant, figures, tenant_shares
@@ -110,12 +112,13 @@ def test_backlogged_tenants_share_the_submits_by_weight_and_the_budget_stays_ful
 A_LOW, B_HIGH = Tenant("a", priority="low"), Tenant("b", priority="high")
 
 
-def issue_case(spread_s: float, loaded: bool, poll_priorities: bool = False) -> Scenario:
+def issue_case(spread_s: float, loaded: bool, **budget: Any) -> Scenario:
     """The issue's live run at R = 120/min: tenant a enqueues 150 low-priority recordings over ``spread_s``
-    (as their uploads finish), then tenant b one high-priority 4 s recording; or b's alone."""
+    (as their uploads finish), then tenant b one high-priority 4 s recording; or b's alone. ``budget``:
+    the scheduler's settings (``poll_priorities``, ``slices``) when not the fleet's defaults."""
     backlog = tuple(Late(i * spread_s / 150, 1, A_LOW) for i in range(150)) if loaded else ()
     return Scenario(120, 0, workers=1, steady=0.0, job_s=(5, 30), tenants=(A_LOW,),
-                    late=(*backlog, Late(spread_s + 1, 1, B_HIGH, job_s=4.0)), poll_priorities=poll_priorities, seed=5)
+                    late=(*backlog, Late(spread_s + 1, 1, B_HIGH, job_s=4.0)), seed=5, **budget)
 
 
 def b_times(redis_client, scenario: Scenario) -> tuple[float, float]:
@@ -130,15 +133,15 @@ def b_times(redis_client, scenario: Scenario) -> tuple[float, float]:
 @pytest.mark.parametrize("spread_s", [0.0, 30.0])
 def test_a_high_recording_of_another_tenant_is_not_stuck_behind_a_low_backlog(redis_client, spread_s):
     _, alone_s = b_times(redis_client, issue_case(spread_s, loaded=False))
-    submit_s, fifo_polls_s = b_times(redis_client, issue_case(spread_s, loaded=True))
-    _, poll_priorities_s = b_times(redis_client, issue_case(spread_s, loaded=True, poll_priorities=True))
-    print(f"\nb after a's 150 low over {spread_s:g} s: submit at Plaud after {submit_s:.1f} s; done after "
-          f"{fifo_polls_s:.1f} s (polls first come, first served), {poll_priorities_s:.1f} s (poll_priorities); "
-          f"alone {alone_s:.1f} s")
-    # Its submit gets the next grant b is due, not the 151st: within a period of a full window (and a few ticks:
-    # the polls' share catching up on a's burst of submits, the worker's queue).
-    assert submit_s <= 61 + 3
-    if spread_s:  # a's submits spread over the window: a poll placed by priority need not wait behind a's
-        assert poll_priorities_s <= alone_s + 60 < fifo_polls_s
-    else:  # a's burst took the whole window at once: its slots free together, a period apart
-        assert poll_priorities_s <= alone_s + 2 * 61 + 3
+    submit_s, done_s = b_times(redis_client, issue_case(spread_s, loaded=True))
+    _, unpaced_s = b_times(redis_client, issue_case(spread_s, loaded=True, slices=1))
+    _, unpaced_fifo_s = b_times(redis_client, issue_case(spread_s, loaded=True, slices=1, poll_priorities=False))
+    print(f"\nb after a's 150 low over {spread_s:g} s: submit at Plaud after {submit_s:.1f} s, done after "
+          f"{done_s:.1f} s; unpaced {unpaced_s:.1f} s, unpaced with polls first come first served "
+          f"{unpaced_fifo_s:.1f} s; alone {alone_s:.1f} s")
+    # Paced, a's burst leaves room every half second: b's submit is the next one the policy picks, and
+    # its poll, placed by priority, the next poll. Well within a period of b's time alone.
+    assert submit_s <= 5 and done_s <= alone_s + 61
+    # Unpaced (the window granted whole), whoever comes after a full window waits for its slots to
+    # free a period later, and then b's poll for the next window's.
+    assert unpaced_fifo_s > alone_s + 61
