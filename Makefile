@@ -30,6 +30,9 @@ demo: system-packages $(BIN)/plaud-workers
 test-packages:
 	@command -v chromium >/dev/null || { echo "installing Debian package: chromium (the Flower browser test)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@command -v prometheus >/dev/null || { echo "installing Debian package: prometheus (the exporter test, promtool)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  --no-install-recommends prometheus; }
 
 test: system-packages test-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from . import names
+from . import metrics, names
 from .failures import StageName
 from .notify import announce
 from .records import Record, RecordingState
@@ -41,5 +41,17 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
     previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
     rt.store.clear(recording_id, "transcript")
     if previous is not None and not previous.is_terminal:
+        observe_success(rt.redis, record, time.time())
         announce(rt, recording_id, "recording.succeeded", record)
     return result
+
+
+def observe_success(connection: Any, record: Record, now: float) -> None:
+    """The figures of a recording that just succeeded, for the metrics (once: on the transition)."""
+    metrics.observe(connection, metrics.RECORDING_SECONDS, now - record.number("created_at", now))
+    metrics.observe(connection, metrics.POLLS_PER_RECORDING, record.number("polls"))
+    seen_at = record.number("done_seen_at")
+    if seen_at:  # the last poll before it that found the job unfinished, else the submit
+        last_unfinished = max(record.number("at_PROCESSING"), record.number("submitted_at"))
+        if last_unfinished:
+            metrics.observe(connection, metrics.DETECTION_SECONDS, max(seen_at - last_unfinished, 0.0))

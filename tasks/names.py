@@ -68,6 +68,16 @@ TIMING_KEY = "plaud:timing"  # the learned processing-time model
 UPLOADS_AHEAD = "plaud:uploads:ahead"  # sorted set: recordings uploaded (or uploading) and not yet submitted
 UPLOADS_WAITING = "plaud:uploads:waiting"  # sorted set: recordings waiting for an upload slot, in order
 
+# Metrics: workers write them (tasks/metrics.py), the exporter reads them (workers/metrics_exporter.py).
+IN_STATE_PREFIX = "plaud:metrics:in:"  # + live state: sorted set, recording id -> when it entered that state
+LIVE_BY_TENANT = "plaud:metrics:live"  # hash 'STATE|tenant' -> live recordings in that state
+ENDED_BY_TENANT = "plaud:metrics:ended"  # hash 'STATE|tenant' -> recordings that ended so (a counter)
+COUNTER_PREFIX = "plaud:metrics:count:"  # + metric name: hash 'label value|...' -> count
+HISTOGRAM_PREFIX = "plaud:metrics:hist:"  # + metric name: hash bucket bound -> count, and 'sum', 'count'
+WORKER_PREFIX = "plaud:workers:"  # + worker name: the queues it consumes (json), gone unless renewed
+# kombu's Redis transport: every message a worker holds and has not acked (prefetched, or a countdown).
+KOMBU_UNACKED = "unacked"
+
 
 def record_key(recording_id: str) -> str:
     return RECORD_PREFIX + recording_id

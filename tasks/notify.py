@@ -36,7 +36,7 @@ from celery import current_app, shared_task
 
 from plaud.errors import PlaudError
 
-from . import names
+from . import metrics, names
 from .names import DEFAULT_PRIORITY, DEFAULT_TENANT
 from .records import Record
 from .runtime import Runtime, runtime
@@ -122,6 +122,7 @@ def webhook(self, recording_id: str, event_type: str, event_id: str) -> None:
     first_at = record.number("webhook_first_attempt_at") or time.time()
     attempt = rt.store.increment(recording_id, "webhook_attempts")
     tried = deliver_once(rt, record.get("webhook_url"), body, event_id)
+    metrics.count(rt.redis, metrics.WEBHOOK_ATTEMPTS, tried.outcome.value)
     now = time.time()
     rt.store.update(recording_id, {"webhook_first_attempt_at": first_at, "webhook_last_attempt_at": now,
                                    "webhook_last_status": tried.detail})
@@ -131,6 +132,7 @@ def webhook(self, recording_id: str, event_type: str, event_id: str) -> None:
     delay = rt.settings.webhook_retry_base_s * RETRY_STEPS[min(attempt - 1, len(RETRY_STEPS) - 1)]
     if tried.outcome is Delivery.REFUSED or now + delay - first_at > rt.settings.webhook_max_age_s:
         rt.store.update(recording_id, {"webhook_status": "failed"})
+        metrics.count(rt.redis, metrics.WEBHOOK_ATTEMPTS, metrics.GIVEN_UP)
         log.warning("webhook for recording %s not delivered after %d attempt(s): %s", recording_id, attempt,
                     tried.detail)
         return

@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import shared_task
 
-from . import names
+from . import metrics, names
 from .cancel import failed_recordings
 from .failures import Failure, FailureKind, StageName
 from .records import RecordingState
@@ -42,6 +42,7 @@ def redrive(rt: Runtime, recording_id: str, *, task_id: str | None, start: Stage
     older chain that turns up later sees the token changed and stops instead of polling twice."""
     token = uuid.uuid4().hex[:12]
     rt.store.update(recording_id, {"poll_token": token, **(fields or {})})
+    metrics.count(rt.redis, metrics.REDRIVES, start.value)
     pipeline(recording_id, token, task_id=task_id, start=start).apply_async(**options)
 
 

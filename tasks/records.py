@@ -22,7 +22,16 @@ from typing import Any
 from plaud.auth import DELETE_IF_EQUAL
 from plaud.sealing import Sealer
 
-from .names import DUE_INDEX, RECENT_INDEX, lease_key, record_key
+from .names import (
+    DEFAULT_TENANT,
+    DUE_INDEX,
+    ENDED_BY_TENANT,
+    IN_STATE_PREFIX,
+    LIVE_BY_TENANT,
+    RECENT_INDEX,
+    lease_key,
+    record_key,
+)
 
 SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
 JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded", "cancelled")
@@ -48,22 +57,45 @@ TERMINAL_STATES = frozenset({RecordingState.SUCCEEDED, RecordingState.FAILED, Re
 
 
 # Create only if absent; returns 1 when created, else the existing state.
+# KEYS: 1 the record, 2 the due index, 3 the recent index, 4 the prefix of the live-state sets, 5
+# live counts by state and tenant. ARGV: 1 due at, 2 recording id, 3 the default tenant, 4.. fields.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'state') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or ARGV[3]
+redis.call('ZADD', KEYS[4] .. 'QUEUED', redis.call('HGET', KEYS[1], 'created_at'), ARGV[2])
+redis.call('HINCRBY', KEYS[5], 'QUEUED|' .. tenant, 1)
 return 1
 """
 
 # Move to a new state unless the record is already terminal (or missing); returns the old state.
+# Keeps the metrics' view of it in the same step: which live state it is in since when, the live
+# counts by state and tenant, and the count of recordings that ended in each state.
+# KEYS: 1-5 as for create, 6 ended counts by state and tenant. ARGV: 1 state, 2 now, 3 due at ('':
+# none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant, 7.. fields.
 _TRANSITION = """
+local function terminal(s) return s == 'SUCCEEDED' or s == 'FAILED' or s == 'CANCELLED' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-if (state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED') and ARGV[4] ~= '1' then return state end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, 6))
+if terminal(state) and ARGV[4] ~= '1' then return state end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
+if state ~= ARGV[1] then
+  local tenant = redis.call('HGET', KEYS[1], 'tenant') or ARGV[6]
+  if not terminal(state) then
+    redis.call('ZREM', KEYS[4] .. state, ARGV[5])
+    redis.call('HINCRBY', KEYS[5], state .. '|' .. tenant, -1)
+  end
+  if terminal(ARGV[1]) then
+    redis.call('HINCRBY', KEYS[6], ARGV[1] .. '|' .. tenant, 1)
+  else
+    redis.call('ZADD', KEYS[4] .. ARGV[1], ARGV[2], ARGV[5])
+    redis.call('HINCRBY', KEYS[5], ARGV[1] .. '|' .. tenant, 1)
+  end
+end
 return state
 """
 
@@ -122,8 +154,8 @@ class RecordStore:
         now = time.time()
         fields = {"state": RecordingState.QUEUED.value, "created_at": now, "updated_at": now,
                   f"at_{RecordingState.QUEUED.value}": now, **values}
-        outcome = self._create(keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX],
-                               args=[due_at, recording_id, *self._encode(recording_id, fields)])
+        outcome = self._create(keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT],
+                               args=[due_at, recording_id, DEFAULT_TENANT, *self._encode(recording_id, fields)])
         if outcome == 1:
             return None
         return RecordingState(outcome.decode() if isinstance(outcome, bytes) else outcome)
@@ -166,9 +198,9 @@ class RecordStore:
         """
         now = time.time()
         previous = self._transition(
-            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX],
+            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT],
             args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
-                  *self._encode(recording_id, values or {})])
+                  DEFAULT_TENANT, *self._encode(recording_id, values or {})])
         if previous is None:
             return None
         previous_state = RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
@@ -210,8 +242,13 @@ class RecordStore:
         return None if state is None else RecordingState(state)
 
     def drop_due(self, recording_id: str) -> None:
-        """Take a recording out of the reconciler's index (ended, or expired)."""
-        self.redis.zrem(DUE_INDEX, recording_id)
+        """Take a recording out of the reconciler's index (ended, or expired), and the metrics' live sets."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(DUE_INDEX, recording_id)
+        for state in RecordingState:
+            if not state.is_terminal:
+                pipe.zrem(IN_STATE_PREFIX + state.value, recording_id)
+        pipe.execute()
 
     # -- leases: one live run of a stage per recording --------------------------------------
 

@@ -24,8 +24,9 @@ from celery.exceptions import Ignore, Retry
 
 from plaud import retry as retry_policy
 from plaud.budget import Budget
-from plaud.errors import BudgetQueued, BudgetSpent, FatalError, PlaudError
+from plaud.errors import BudgetQueued, BudgetSpent, FatalError, PlaudError, RateLimited
 
+from . import metrics
 from .cancel import RecordingCancelled, cancelled_message
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName, classify
@@ -69,6 +70,7 @@ def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> Recordin
     log.warning("recording %s FAILED at %s (%s): %s", recording_id, failure.stage.value, failure.kind.value,
                 failure.reason)
     if previous is not None and not previous.is_terminal:
+        metrics.count(rt.redis, metrics.FAILURES, failure.stage.value, failure.kind.value)
         announce(rt, recording_id, "recording.failed")
     return RecordingFailed(failure.describe(recording_id))
 
@@ -163,6 +165,8 @@ class StageTask(Task):
             # Not an error: the fleet's request budget is spent for now. Wait without counting.
             return self.retry_in(max(exc.retry_after_s or 1.0, BUDGET_WAIT_MIN_S))
         kind = classify(self.stage, exc)
+        if isinstance(exc, RateLimited):  # Plaud's own 429 (the fleet's budget waits above, as data)
+            metrics.count(rt.redis, metrics.RATE_LIMITED, self.stage.value)
         if isinstance(exc, FatalError):
             reason = f"Plaud refused it ({exc.code}): {exc.message}" if exc.code else exc.message
             return self.failed(recording_id, kind, reason, exc)

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from plaud.upload import UploadProgress
 
-from . import names
+from . import metrics, names
 from .cancel import RecordingCancelled, cancelled_message
 from .failures import StageName
 from .names import WAITING_FOR_UPLOAD
@@ -42,6 +42,7 @@ def run_upload(rt: Runtime, record: Record) -> None:
     grace = rt.settings.reconcile_grace_s
     if record.get("waiting_for"):
         rt.store.stop_waiting(recording_id)
+    started = time.monotonic()
     rt.store.transition(recording_id, RecordingState.UPLOADING, due_at=time.time() + grace)
     saved = record.get("upload_progress")
 
@@ -56,6 +57,7 @@ def run_upload(rt: Runtime, record: Record) -> None:
 
     result = rt.client.upload(record.get("source"), user_id=record.get("user_id"),
                               progress=UploadProgress.from_dict(saved) if saved else None, on_checkpoint=checkpoint)
+    elapsed_s = time.monotonic() - started
     transcoded = result.transcoded
     duration_s = result.duration_s or result.filesize * 8 / (ASSUMED_BITRATE_KBPS * 1000)
     rt.store.transition(recording_id, RecordingState.UPLOADED, {
@@ -68,6 +70,8 @@ def run_upload(rt: Runtime, record: Record) -> None:
             "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
             "bytes_saved": transcoded.bytes_saved},
     }, due_at=time.time() + grace)
+    if saved is None and elapsed_s > 0:  # a whole upload in this run: its rate means something
+        metrics.observe(rt.redis, metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)
     rt.store.clear(recording_id, "upload_progress")
 
 

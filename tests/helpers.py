@@ -159,12 +159,13 @@ def fake_record_store() -> Any:
 
 
 class FakeRuntime:
-    """Just what the reconciler reads of a runtime: the store and the default settings."""
+    """Just what the reconciler reads of a runtime: the store (and its Redis) and the default settings."""
 
     def __init__(self, store: Any) -> None:
         from tasks.settings import PipelineSettings
 
         self.store = store
+        self.redis = store.redis
         self.settings = PipelineSettings()
         self.in_line: dict[str, str] = {}  # recording id -> what it waits for in line
 

@@ -124,6 +124,33 @@ def demo(timeout_s: float) -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.command()
+@click.option("--port", type=int, default=9808, show_default=True, help="Port to serve /metrics on (0: any free one).")
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def metrics(port: int, address: str) -> None:
+    """Serve the pipeline's metrics to Prometheus, read from Redis on each scrape.
+
+    Works with any pool and any number of worker hosts: workers record in Redis, this reads it.
+    Reads REDIS_URL and PLAUD_* like a worker. docs/operations.md lists every metric.
+    """
+    import signal
+    import threading
+
+    from plaud.errors import ConfigError
+    from tasks.runtime import Runtime
+    from workers.metrics_exporter import serve
+
+    try:
+        rt = Runtime.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(rt, port=port, address=address, stop=stop,
+          on_listening=lambda url: click.echo(f"plaud-workers metrics: serving {url}", err=True))
+
+
 main.add_command(sandbox)
 main.add_command(make_audio)
 for command in (results_cli.transcribe, results_cli.status, results_cli.result, operations_cli.cancel,

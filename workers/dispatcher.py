@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import bootsteps
@@ -22,21 +23,29 @@ from celery import bootsteps
 log = logging.getLogger("plaud.dispatch")
 
 ERROR_PAUSE_S = 2.0  # after a failed pass (Redis away): try again soon, without spinning
+ALIVE_EVERY_S = 5.0  # how often the worker says which queues it consumes (tasks.workers_alive)
 
 
 class DispatcherThread(threading.Thread):
-    def __init__(self) -> None:
+    def __init__(self, worker_name: str = "", queues: tuple[str, ...] = ()) -> None:
         super().__init__(name="plaud-dispatcher", daemon=True)
         self.stopping = threading.Event()
+        self.worker_name = worker_name
+        self.queues = queues
 
     def run(self) -> None:
         from tasks.dispatch import dispatch_once
         from tasks.runtime import Runtime
+        from tasks.workers_alive import announce_alive
 
         rt = Runtime.from_env()
         log.info("dispatcher started: wakes recordings waiting for budget or an upload slot")
+        announced_at = 0.0
         while not self.stopping.is_set():
             try:
+                if self.worker_name and time.monotonic() - announced_at >= ALIVE_EVERY_S:
+                    announce_alive(rt.redis, self.worker_name, self.queues)  # the exporter's view of who consumes
+                    announced_at = time.monotonic()
                 sleep_s = dispatch_once(rt).sleep_s
             except Exception:
                 log.exception("dispatcher pass failed; trying again in %.0f s", ERROR_PAUSE_S)
@@ -58,7 +67,7 @@ class Dispatcher(bootsteps.StartStopStep):
         self.thread: DispatcherThread | None = None
 
     def start(self, worker: Any) -> None:
-        self.thread = DispatcherThread()
+        self.thread = DispatcherThread(worker.hostname, tuple(worker.app.amqp.queues.consume_from or ()))
         self.thread.start()
 
     def stop(self, worker: Any) -> None:

@@ -135,7 +135,8 @@ def test_a_url_that_404s(client, file_server):
 
 
 def test_fleet_wide_budget_is_shared_through_redis(plaud_config, redis_client, api):
-    config = dataclasses.replace(plaud_config, tx_rate_limit=Rate(3, 60))
+    # Unpaced: the window's limit itself is what this shows (paced, 3/min would send one every 20 s).
+    config = dataclasses.replace(plaud_config, tx_rate_limit=Rate(3, 60), tx_pace_slices=1)
     first, second = PlaudClient(config, redis=redis_client), PlaudClient(config, redis=redis_client)
     for client in (first, second, first):
         with pytest.raises(NotFound, match="TRANSCRIPTION_NOT_FOUND"):

@@ -56,7 +56,8 @@ def compose():
 
 def test_compose_shape(compose):
     services = compose[0]["services"]
-    assert {"redis", "sandbox", "worker-api", "worker-uploads", "worker-polls", "beat", "flower"} <= set(services)
+    assert {"redis", "sandbox", "worker-api", "worker-uploads", "worker-polls", "beat", "flower",
+            "exporter"} <= set(services)
     for name, service in services.items():
         assert "container_name" not in service, f"{name} could not be scaled"
         if name.startswith("worker-"):
@@ -116,6 +117,15 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
                                   stderr=open(tmp_path / "flower.log", "w"))
         started.append(flower)
 
+        exporter_cmd = list(services["exporter"]["command"])
+        assert exporter_cmd[0] == "metrics"
+        exporter_port = free_port()
+        exporter_cmd[exporter_cmd.index("--port") + 1] = str(exporter_port)
+        exporter = subprocess.Popen([sys.executable, "-m", "workers.cli", *exporter_cmd],
+                                    env={**os.environ, **env_of("exporter")}, stdout=subprocess.DEVNULL,
+                                    stderr=open(tmp_path / "exporter.log", "w"))
+        started.append(exporter)
+
         client = Celery(broker=redis_url, backend=redis_url)
         path, text = good_files[3]
         handle = client.send_task(names.TRANSCRIBE,
@@ -128,6 +138,10 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
         user, secret = dotenv_values["FLOWER_BASIC_AUTH"].split(":", 1)
         assert requests.get(f"{flower_url}/api/workers", auth=(user, secret), timeout=10).status_code == 200
         assert beat.poll() is None, open(tmp_path / "beat.log").read()[-2000:]
+        metrics_url = f"http://127.0.0.1:{exporter_port}/metrics"
+        wait_http_ok(metrics_url, explain=lambda: open(tmp_path / "exporter.log").read()[-2000:])
+        scraped = requests.get(metrics_url, timeout=10).text
+        assert 'plaud_recordings_ended_total{state="SUCCEEDED",tenant="default"} 1.0' in scraped
     finally:
         for process in reversed(started):
             if isinstance(process, subprocess.Popen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import kubernetes_validate
 import pytest
@@ -81,3 +82,40 @@ def test_secrets_only_in_the_secret_and_flower_keeps_history():
     flower_env = {e["name"]: e.get("value") for e in
                   BY_KIND["Deployment"]["plaud-flower"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert flower_env["FLOWER_PERSISTENT"] == "True" and flower_env["FLOWER_DB"].startswith("/data/")
+
+
+OVERLAY = os.path.join(os.path.dirname(BASE), "keda-prometheus")
+
+
+def overlay_patches():
+    kustomization = yaml.safe_load(open(os.path.join(OVERLAY, "kustomization.yaml")))
+    assert kustomization["resources"] == ["../base"]
+    patches = []
+    for patch in kustomization["patches"]:
+        patches += [d for d in yaml.safe_load_all(open(os.path.join(OVERLAY, patch["path"]))) if d]
+    return patches
+
+
+def test_the_prometheus_variant_scales_each_role_on_the_pending_messages_of_the_queues_it_consumes():
+    from workers.metrics_exporter import PENDING_METRIC
+
+    patches = {p["metadata"]["name"]: p for p in overlay_patches()}
+    assert set(patches) == set(BY_KIND["ScaledObject"])  # every role, and only the base's ScaledObjects
+    for name, patch in patches.items():
+        assert patch["kind"] == "ScaledObject" and patch["apiVersion"] == BY_KIND["ScaledObject"][name]["apiVersion"]
+        target = BY_KIND["Deployment"][BY_KIND["ScaledObject"][name]["spec"]["scaleTargetRef"]["name"]]
+        [trigger] = patch["spec"]["triggers"]  # replaces the base's list whole (a JSON merge patch)
+        assert trigger["type"] == "prometheus" and trigger["metadata"]["serverAddress"].startswith("http")
+        query = trigger["metadata"]["query"]
+        match = re.fullmatch(rf'sum\({PENDING_METRIC}\{{queue=~"([^"]+)"\}}\)', query)
+        assert match, query
+        assert set(match.group(1).split("|")) == consumed_queues(target)
+        assert float(trigger["metadata"]["threshold"]) > 0
+
+
+def test_the_exporter_serves_the_port_its_service_names():
+    exporter = BY_KIND["Deployment"]["plaud-exporter"]["spec"]["template"]["spec"]["containers"][0]
+    port = int(exporter["command"][exporter["command"].index("--port") + 1])
+    assert exporter["ports"][0]["containerPort"] == port
+    service = BY_KIND["Service"]["plaud-exporter"]
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == str(port)

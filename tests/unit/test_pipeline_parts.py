@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from plaud.errors import ConfigError
-from tasks import reconcile
+from tasks import metrics, reconcile
 from tasks.errors import InvalidRequest
 from tasks.names import DUE_INDEX
 from tasks.records import RecordingState
@@ -198,6 +198,9 @@ def test_reconciler_redrives_overdue_recordings_from_the_right_stage(store, monk
     assert store.redis.zscore(DUE_INDEX, "done") is None
     assert store.redis.zscore(DUE_INDEX, "busy") > now  # pushed back: a stage holds it
     assert store.get("polling").get("poll_token") == sent[[a[0] for a, _ in sent].index("polling")][0][1]
+    # Each re-drive is counted for the metrics, by the stage it restarts at.
+    assert metrics.read_counter(store.redis, metrics.REDRIVES) == {(stage,): 1 for stage in
+                                                                   ("upload", "submit", "poll", "deliver")}
 
 
 def test_tasks_that_re_enqueue_themselves_have_no_celery_retry_limit():
