@@ -15,6 +15,8 @@ from typing import Any
 from plaud.config import read_secret
 from plaud.errors import ConfigError
 
+from .redis_urls import is_sentinel_url, parse_sentinel_url
+
 DAY_S = 86400
 
 
@@ -56,12 +58,15 @@ class PipelineSettings:
     # worker_max_memory_per_child, which reads RSS); with their inherited objects frozen, four
     # children held about 73 MiB PSS each after 20,000 tasks (BENCHMARKS.md, backlog memory).
     worker_max_memory_mib: int = 512
-    sentinel_master: str = ""  # with sentinel:// broker/backend URLs: the master's name
+    # With a sentinel:// REDIS_URL (or broker or backend URL): the name of the master the Sentinels
+    # watch (tasks.redis_urls). The master's password is the URL's; the Sentinels' own is below.
+    sentinel_master: str = ""
     webhook_max_age_s: int = 3600
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        self._check_sentinel_urls()
         if self.upload_lead_s >= self.download_url_ttl_s:
             raise ConfigError(f"PLAUD_UPLOAD_LEAD_S ({self.upload_lead_s}) must be below PLAUD_DOWNLOAD_URL_TTL_S "
                               f"({self.download_url_ttl_s}), or a DownloadUrl may expire before its submit")
@@ -73,6 +78,21 @@ class PipelineSettings:
 
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
+    sentinel_password: str = field(default="", repr=False)  # the Sentinels' own, when they require one
+
+    def _check_sentinel_urls(self) -> None:
+        """A Sentinel list is parsed once here, so a bad one stops a worker at start, naming its variable."""
+        for variable, url in (("REDIS_URL", self.redis_url), ("CELERY_BROKER_URL", self.broker_url),
+                              ("CELERY_RESULT_BACKEND", self.result_backend)):
+            if not is_sentinel_url(url):
+                continue
+            parse_sentinel_url(url, variable)
+            if not self.sentinel_master:
+                raise ConfigError(f"{variable} is a list of Sentinels: set PLAUD_SENTINEL_MASTER to the name of the "
+                                  f"master they watch (the name in their 'sentinel monitor' line)")
+
+    def uses_sentinel(self) -> bool:
+        return any(is_sentinel_url(url) for url in (self.redis_url, self.broker, self.backend))
 
     @property
     def broker(self) -> str:
@@ -91,12 +111,14 @@ class PipelineSettings:
             if env.get(var, "").strip():
                 values[name] = env[var].strip()
         values["webhook_secret"] = read_secret(env, "PLAUD_WEBHOOK_SECRET") or ""
+        values["sentinel_password"] = read_secret(env, "PLAUD_SENTINEL_PASSWORD") or ""
         allow = env.get("PLAUD_WEBHOOK_ALLOW_PRIVATE", "").strip().lower()
         if allow not in ("", "0", "1", "true", "false", "yes", "no"):
             raise ConfigError(f"PLAUD_WEBHOOK_ALLOW_PRIVATE must be true or false, got {allow!r}")
         values["webhook_allow_private"] = allow in ("1", "true", "yes")
         for name, default in cls.__dataclass_fields__.items():
-            if name in ("redis_url", "broker_url", "result_backend", "webhook_secret", "webhook_allow_private"):
+            if name in ("redis_url", "broker_url", "result_backend", "webhook_secret", "webhook_allow_private",
+                        "sentinel_password"):
                 continue
             var = f"PLAUD_{name.upper()}"
             text = env.get(var, "").strip()
