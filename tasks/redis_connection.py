@@ -15,13 +15,23 @@ names a live master), never a hang.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.sentinel import Sentinel
 
 from .redis_urls import is_sentinel_url, parse_sentinel_url
 from .settings import PipelineSettings
+
+T = TypeVar("T")
+log = logging.getLogger("plaud.redis")
+
+# Between tries of a write that must survive a failover: short, as the new master can be ready
+# within a second of the Sentinels' vote.
+FAILOVER_RETRY_GAP_S = 0.5
 
 # How often an idle pooled connection is PINGed before use: one that died quietly (a NAT, a
 # failover) is replaced before a command is lost on it.
@@ -67,3 +77,20 @@ def celery_transport_options(settings: PipelineSettings, url: str) -> dict[str, 
     if not is_sentinel_url(url):
         return {}
     return {"master_name": settings.sentinel_master, "sentinel_kwargs": sentinel_kwargs(settings)}
+
+
+def through_failover(action: Callable[[], T], *, wait_s: float, what: str) -> T:
+    """``action()``, tried again while Redis does not answer, for up to ``wait_s``; then its error.
+
+    For the few writes whose loss costs more than a retry of the stage: the transcription id of a
+    submit Plaud has accepted (lost, the retried stage would submit, and Plaud bill, a second time).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + FAILOVER_RETRY_GAP_S > deadline:
+                raise
+            log.warning("%s: Redis unavailable (%s: %s); trying again", what, type(exc).__name__, exc)
+            time.sleep(FAILOVER_RETRY_GAP_S)

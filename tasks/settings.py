@@ -30,6 +30,9 @@ class PipelineSettings:
     # host) surfaces as an error to retry, never a hang. Above the broker's 1-s blocking read.
     redis_socket_timeout_s: float = 5.0
     redis_connect_timeout_s: float = 5.0
+    # How long a submit Plaud accepted keeps trying to save the transcription id while Redis fails
+    # over (a lost id means a second, billed submit). Above the Sentinels' down-after plus failover.
+    redis_failover_wait_s: float = 60.0
     visibility_timeout_s: int = 4 * 3600
     upload_time_limit_s: int = 3600
     api_time_limit_s: int = 300
@@ -70,6 +73,10 @@ class PipelineSettings:
         if self.upload_lead_s >= self.download_url_ttl_s:
             raise ConfigError(f"PLAUD_UPLOAD_LEAD_S ({self.upload_lead_s}) must be below PLAUD_DOWNLOAD_URL_TTL_S "
                               f"({self.download_url_ttl_s}), or a DownloadUrl may expire before its submit")
+        if self.redis_failover_wait_s >= self.upload_time_limit_s:
+            raise ConfigError(f"PLAUD_REDIS_FAILOVER_WAIT_S ({self.redis_failover_wait_s:g}) must be below "
+                              f"PLAUD_UPLOAD_TIME_LIMIT_S ({self.upload_time_limit_s}): a submit waits that long for "
+                              f"Redis within its time limit")
         longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
         if self.visibility_timeout_s < 2 * longest_wait:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
