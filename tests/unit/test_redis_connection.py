@@ -5,6 +5,8 @@ The failover itself, with real Sentinels, is tests/integration/test_sentinel_fai
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -165,3 +167,43 @@ def test_celery_gets_the_master_name_and_the_sentinels_password_for_a_sentinel_l
 
     shown = repr(filter_hidden_settings(dict(app.conf)))
     assert "sentinel-pw" not in shown and "redis/pw" not in shown and "redis%2Fpw" not in shown
+
+
+# -- riding out a failover ------------------------------------------------------------------------
+
+def test_a_write_that_must_survive_is_tried_again_while_redis_does_not_answer(monkeypatch):
+    from tasks import redis_connection
+
+    monkeypatch.setattr(redis_connection, "FAILOVER_RETRY_GAP_S", 0.01)
+    failures = [redis.ConnectionError("Connection refused"), redis.TimeoutError("Timeout reading from socket")]
+
+    def save():
+        if failures:
+            raise failures.pop(0)
+        return "saved"
+
+    assert redis_connection.through_failover(save, wait_s=5, what="saving") == "saved" and not failures
+
+
+def test_it_gives_up_after_the_wait_and_never_retries_other_errors(monkeypatch):
+    from tasks import redis_connection
+
+    monkeypatch.setattr(redis_connection, "FAILOVER_RETRY_GAP_S", 0.01)
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise redis.ConnectionError("No master found for 'mymaster'")
+
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError, match="No master found"):
+        redis_connection.through_failover(down, wait_s=0.2, what="saving")
+    assert 0.15 < time.monotonic() - started < 2 and len(calls) > 3
+
+    def wrong():
+        calls.append(2)
+        raise redis.ResponseError("WRONGTYPE")
+
+    with pytest.raises(redis.ResponseError):
+        redis_connection.through_failover(wrong, wait_s=5, what="saving")
+    assert calls.count(2) == 1
