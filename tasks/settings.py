@@ -98,9 +98,6 @@ class PipelineSettings:
                 raise ConfigError(f"{variable} is a list of Sentinels: set PLAUD_SENTINEL_MASTER to the name of the "
                                   f"master they watch (the name in their 'sentinel monitor' line)")
 
-    def uses_sentinel(self) -> bool:
-        return any(is_sentinel_url(url) for url in (self.redis_url, self.broker, self.backend))
-
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
