@@ -6,7 +6,8 @@ client from ``Sentinel.master_for``: before each new connection it asks the Sent
 master is, and a connection to a master that went away or was demoted is dropped, so the next
 command goes to the new master without a restart. Records, tokens, the budget (its Lua scripts
 too), the timing model, upload slots, the reconciler and the command line all connect here; the
-broker and the result backend get the same Sentinels and master through ``celery_options``.
+broker and the result backend get the same Sentinels and master through
+``celery_transport_options``.
 
 During a failover a command fails after the socket timeouts (``PLAUD_REDIS_*_TIMEOUT_S``) with
 ``redis.ConnectionError`` or ``redis.TimeoutError`` (``MasterNotFoundError`` while no Sentinel

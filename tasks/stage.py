@@ -96,6 +96,15 @@ class StageTask(Task):
     def rt(self) -> Runtime:
         return runtime()
 
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except REDIS_AWAY as exc:
+            # Outside errors_handled too (a stage's first read of its record): Redis being away
+            # is a retry, not a failed task that only the reconciler would pick up again.
+            recording_id = kwargs.get("recording_id", args[0] if args else "(unknown)")
+            raise self.retry_while_redis_away(str(recording_id), exc) from None
+
     def attempt_limit(self, settings: PipelineSettings) -> int:
         """How many failed attempts of this stage a recording gets before it fails."""
         return settings.stage_attempts
