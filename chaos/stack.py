@@ -1,4 +1,5 @@
-"""The processes a chaos run breaks: Redis with AOF, workers, beat, Flower, each a real subprocess."""
+"""The processes a chaos run breaks: Redis with AOF (alone, or behind Sentinels), workers, beat, Flower,
+each a real subprocess."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 
 from workers.local_redis import RedisServer, free_port, stop_process
+from workers.local_sentinel import MASTER_NAME, Node, SentinelCluster
 from workers.local_stack import WorkerProcess
 
 
@@ -25,6 +27,12 @@ class DurableRedis(RedisServer):
     def __init__(self, password: str) -> None:
         super().__init__("--appendonly", "yes", "--appendfsync", "always", "--requirepass", password,
                          password=password)
+
+    env: dict[str, str] = {}  # nothing beyond REDIS_URL
+
+    def crash(self) -> str:
+        """SIGKILL Redis and start it again from its AOF; says what happened, for the timeline."""
+        return f"redis SIGKILLed, back from its AOF after {self.crash_and_restart():.2f} s"
 
     def crash_and_restart(self) -> float:
         """Returns how long Redis was gone."""
@@ -53,13 +61,73 @@ class DurableRedis(RedisServer):
 
     def aof_bytes(self) -> bytes:
         """Everything Redis ever appended, for the secrets audit."""
+        return self.read_aofs(self.dir)
+
+    def logs(self) -> list[str]:
+        return [os.path.join(self.dir, "redis.log")]
+
+    @staticmethod
+    def read_aofs(directory: str) -> bytes:
         chunks = []
-        for root, _, names in os.walk(self.dir):
+        for root, _, names in os.walk(directory):
             for name in names:
                 if "appendonly" in name:
                     with open(os.path.join(root, name), "rb") as handle:
                         chunks.append(handle.read())
         return b"".join(chunks)
+
+
+class SentinelRedis:
+    """A master, a replica and three Sentinels (``workers.local_sentinel``), every write in an AOF.
+
+    ``crash`` SIGKILLs the master and waits for the Sentinels to promote the replica: the host is
+    gone, nothing comes back. ``freeze`` SIGSTOPs whichever node is the master then: with no
+    replica left to promote, the Sentinels can only wait for it, as the fleet does.
+    """
+
+    def __init__(self, password: str, sentinel_password: str) -> None:
+        self.cluster = SentinelCluster(password=password, sentinel_password=sentinel_password,
+                                       extra_args=("--appendonly", "yes", "--appendfsync", "always"))
+        self.sentinel_password = sentinel_password
+        self.failover_s: float | None = None
+        self._frozen: Node | None = None
+
+    def start(self) -> SentinelRedis:
+        self.cluster.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PLAUD_SENTINEL_MASTER": MASTER_NAME, "PLAUD_SENTINEL_PASSWORD": self.sentinel_password}
+
+    def crash(self) -> str:
+        started = time.monotonic()
+        old = self.cluster.kill_master()
+        new = self.cluster.wait_for_failover(old, timeout_s=120)
+        self.failover_s = time.monotonic() - started
+        return f"redis master :{old.port} SIGKILLed, replica :{new.port} promoted after {self.failover_s:.2f} s"
+
+    def freeze(self) -> None:
+        self._frozen = self.cluster.master()
+        self._frozen.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._frozen is not None:
+            self._frozen.proc.send_signal(signal.SIGCONT)
+
+    def aof_bytes(self) -> bytes:
+        return DurableRedis.read_aofs(self.cluster.dir)
+
+    def logs(self) -> list[str]:
+        return self.cluster.logs()
+
+    def cleanup(self) -> None:
+        self.thaw()
+        self.cluster.cleanup()
 
 
 class Fleet:

@@ -2,6 +2,7 @@
 
     python -m chaos                                   # CI size: 12 good + 3 bad recordings, ~2 min
     python -m chaos --recordings 200 --enqueue-over-s 120 --workers 3   # larger
+    python -m chaos --redis sentinel                  # Redis behind Sentinels: the master is lost for good
 
 The parts are real: a private redis-server writing an AOF (fsync always), a sandbox with seeded
 faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, the transcription budget
@@ -12,7 +13,8 @@ service should. On one timeline:
 
 - every few seconds (seeded) a pool child or a whole worker is SIGKILLed; a dead worker is
   started again;
-- once, Redis is SIGKILLed and restarted from its AOF;
+- once, Redis is SIGKILLed and restarted from its AOF; with ``--redis sentinel``, the master of a
+  master, a replica and three Sentinels is SIGKILLed for good instead, and the replica takes over;
 - once, Redis is frozen (SIGSTOP) for ``--freeze-s`` seconds: connections stay open and nothing
   answers, as in a network partition;
 - ``--cancel`` more recordings are cancelled by name (``plaud.cancel``) once they are enqueued.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,10 +52,11 @@ from tasks import names
 from tasks.names import PRIORITIES
 
 from .audit import Needles, audit
-from .stack import DurableRedis, Fleet, Service, start_flower
+from .stack import DurableRedis, Fleet, SentinelRedis, Service, start_flower
 
 CLIENT_ID, SECRET_KEY, API_KEY = "chaos-client", "chaos-secret-key-7f3a9c", "chaos-api-key-51d2e8"
 REDIS_PASSWORD = "chaos-redis-password-0b4c"
+SENTINEL_PASSWORD = "chaos-sentinel-password-6f2a"
 WEBHOOK_SECRET = "chaos-webhook-secret-3d8a"
 FLOWER_USER, FLOWER_PASSWORD = "admin", "chaos-flower-password-9e1f"
 SANDBOX_FAULTS = ("--fault-5xx", "0.05", "--fault-429", "0.02", "--fault-drop", "0.01", "--fault-latency-ms", "50",
@@ -160,7 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = f"chaos{args.seed}-{time.time_ns() % 10**8}"
     batch = make_batch(workdir, args.recordings, args.bad, args.cancel, run_id)
     rng.shuffle(batch)
-    server = DurableRedis(REDIS_PASSWORD).start()
+    server: DurableRedis | SentinelRedis = (SentinelRedis(REDIS_PASSWORD, SENTINEL_PASSWORD) if args.redis == "sentinel"
+                                            else DurableRedis(REDIS_PASSWORD)).start()
     events: list[tuple[float, str]] = []
     with SandboxProcess(*SANDBOX_FAULTS, "--tx-rate-limit", args.rate, "--fault-seed", str(args.seed)) as sandbox:
         env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_CLIENT_ID": CLIENT_ID,
@@ -171,16 +176,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                # for 15 s is re-driven; leases lapse 10 s after a worker dies.
                "PLAUD_RECONCILE_EVERY_S": "5", "PLAUD_RECONCILE_GRACE_S": "15", "PLAUD_LEASE_TTL_S": "10",
                "PLAUD_POLL_COUNTDOWN_CAP_S": "20", "PLAUD_UPLOAD_TIME_LIMIT_S": "60", "PLAUD_API_TIME_LIMIT_S": "30",
-               "PLAUD_VISIBILITY_TIMEOUT_S": "120"}
+               "PLAUD_VISIBILITY_TIMEOUT_S": "120",
+               # Within the submit's time limit above: a submit rides out the 30-s freeze, not beyond.
+               "PLAUD_REDIS_FAILOVER_WAIT_S": "40", **server.env}
         fleet = Fleet(env, workers=args.workers, concurrency=args.concurrency, logdir=logdir).start()
         beat = Service(["beat", "--loglevel", "INFO", "-s", os.path.join(workdir, "beat-schedule")], env,
                        os.path.join(logdir, "beat.log"))
         flower, flower_url = start_flower(env, logdir, FLOWER_USER, FLOWER_PASSWORD)
         # Before workers.celery_app is imported: its module-level app must not point at any other Redis.
-        os.environ["REDIS_URL"] = server.url
+        os.environ.update({"REDIS_URL": server.url, **server.env})
+        from tasks.redis_connection import connect
         from tasks.settings import PipelineSettings
         from workers.celery_app import make_app
-        app = make_app(PipelineSettings.from_env({"REDIS_URL": server.url}))
+        settings = PipelineSettings.from_env(env)
+        app = make_app(settings)  # the enqueuing client follows a failover too
         stop = threading.Event()
         t0 = time.monotonic()
         enqueuer = threading.Thread(target=enqueue_all, args=(app, batch, args.enqueue_over_s, stop), daemon=True)
@@ -194,8 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() - t0 < chaos_until:
                 now = time.monotonic()
                 if not crashed and now - t0 >= crash_at:
-                    gone_s = server.crash_and_restart()
-                    events.append((now - t0, f"redis SIGKILLed, back from its AOF after {gone_s:.2f} s"))
+                    events.append((now - t0, server.crash()))
                     crashed = True
                 elif not frozen and now - t0 >= freeze_at:
                     server.freeze()
@@ -219,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sent = cancel_some(app, batch)
                 events.extend((time.monotonic() - t0, f"plaud.cancel sent for {rid}") for rid in sent)
                 time.sleep(1.0)
-            client = redis.Redis.from_url(server.url, socket_timeout=10)
+            client = connect(dataclasses.replace(settings, redis_socket_timeout_s=10.0))
             deadline = time.monotonic() + args.drain_timeout_s
             while True:
                 events.extend((time.monotonic() - t0, what) for what in fleet.revive_dead())
@@ -237,10 +245,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flower_alive = flower.alive()
             report = audit(needles=Needles({"PLAUD_SECRET_KEY": SECRET_KEY, "PLAUD_API_KEY": API_KEY,
                                             "Redis password": REDIS_PASSWORD, "Flower password": FLOWER_PASSWORD,
+                                            "Sentinel password": SENTINEL_PASSWORD,
                                             "PLAUD_WEBHOOK_SECRET": WEBHOOK_SECRET},
                                            issued),
                            redis_client=client, aof=server.aof_bytes(),
-                           logs={os.path.basename(p): p for p in [*fleet.logs(), beat.logfile, flower.logfile]},
+                           logs={os.path.basename(p): p for p in [*fleet.logs(), beat.logfile, flower.logfile,
+                                                                  *server.logs()]},
                            flower_url=flower_url if flower_alive else None,
                            flower_auth=(FLOWER_USER, FLOWER_PASSWORD))
         finally:
@@ -249,8 +259,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             beat.stop()
             fleet.stop()
             server.cleanup()
-    return summarize(batch, current, resolved, stats, events, fleet.kills, report, flower_alive,
-                     total_s=drained - t0, drain_s=drained - chaos_over, logdir=logdir)
+    summary = summarize(batch, current, resolved, stats, events, fleet.kills, report, flower_alive,
+                        total_s=drained - t0, drain_s=drained - chaos_over, logdir=logdir)
+    summary["redis"] = args.redis
+    if isinstance(server, SentinelRedis) and server.failover_s is not None:
+        summary["failover_s"] = round(server.failover_s, 2)  # from the SIGKILL to a new master taking writes
+    return summary
 
 
 def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolved: dict[str, str],
@@ -329,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--redis", choices=("durable", "sentinel"), default="durable",
+                        help="durable (default): one Redis, SIGKILLed once and restarted from its AOF; sentinel: a "
+                             "master, a replica and three Sentinels, and the master is SIGKILLed for good (failover)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
     summary = run(args)

@@ -47,6 +47,16 @@ def url_without_query(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
+# The password in a URL's userinfo (``redis://:password@host``, ``sentinel://user:password@host``):
+# Celery prints a broker URL that fails to connect, and a Sentinel list has several.
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:@/;'\"]*:)[^\s@/;'\"]+(?=@)")
+
+
+def mask_url_passwords(text: str) -> str:
+    """Mask the password of every URL in ``text`` (``redis://:***@host:6379/0``)."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+
+
 _URL_QUERY = re.compile(r"(https?://[^\s'\"?#]+)\?[^\s'\"#]*")
 
 
@@ -56,6 +66,7 @@ def mask_url_queries(text: str) -> str:
 
 
 def redact(text: str) -> str:
+    text = mask_url_passwords(text)
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
     for secret in sorted(_known_secrets, key=len, reverse=True):

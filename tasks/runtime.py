@@ -19,6 +19,7 @@ from plaud.config import PlaudConfig
 
 from .names import ENTRY_QUEUES, WAITING_FOR_UPLOAD
 from .records import RecordStore
+from .redis_connection import connect
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .timing import TimingModel
@@ -38,9 +39,9 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: PipelineSettings, config: PlaudConfig) -> Runtime:
-        """Connect to Redis (lazily: redis-py connects on the first command) and build the client."""
-        connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_connect_timeout_s,
-                                          socket_timeout=settings.redis_socket_timeout_s, health_check_interval=30)
+        """Connect to Redis (lazily: redis-py connects on the first command; a Sentinel list follows the
+        master) and build the client."""
+        connection = connect(settings)
         client = PlaudClient(config, redis=connection)
         upload_slots = None
         if isinstance(client.budget, Budget):

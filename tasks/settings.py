@@ -15,6 +15,8 @@ from typing import Any
 from plaud.config import read_secret
 from plaud.errors import ConfigError
 
+from .redis_urls import is_sentinel_url, parse_sentinel_url
+
 DAY_S = 86400
 
 
@@ -28,6 +30,9 @@ class PipelineSettings:
     # host) surfaces as an error to retry, never a hang. Above the broker's 1-s blocking read.
     redis_socket_timeout_s: float = 5.0
     redis_connect_timeout_s: float = 5.0
+    # How long a submit Plaud accepted keeps trying to save the transcription id while Redis fails
+    # over (a lost id means a second, billed submit). Above the Sentinels' down-after plus failover.
+    redis_failover_wait_s: float = 60.0
     visibility_timeout_s: int = 4 * 3600
     upload_time_limit_s: int = 3600
     api_time_limit_s: int = 300
@@ -56,15 +61,22 @@ class PipelineSettings:
     # worker_max_memory_per_child, which reads RSS); with their inherited objects frozen, four
     # children held about 73 MiB PSS each after 20,000 tasks (BENCHMARKS.md, backlog memory).
     worker_max_memory_mib: int = 512
-    sentinel_master: str = ""  # with sentinel:// broker/backend URLs: the master's name
+    # With a sentinel:// REDIS_URL (or broker or backend URL): the name of the master the Sentinels
+    # watch (tasks.redis_urls). The master's password is the URL's; the Sentinels' own is below.
+    sentinel_master: str = ""
     webhook_max_age_s: int = 3600
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        self._check_sentinel_urls()
         if self.upload_lead_s >= self.download_url_ttl_s:
             raise ConfigError(f"PLAUD_UPLOAD_LEAD_S ({self.upload_lead_s}) must be below PLAUD_DOWNLOAD_URL_TTL_S "
                               f"({self.download_url_ttl_s}), or a DownloadUrl may expire before its submit")
+        if self.redis_failover_wait_s >= self.upload_time_limit_s:
+            raise ConfigError(f"PLAUD_REDIS_FAILOVER_WAIT_S ({self.redis_failover_wait_s:g}) must be below "
+                              f"PLAUD_UPLOAD_TIME_LIMIT_S ({self.upload_time_limit_s}): a submit waits that long for "
+                              f"Redis within its time limit")
         longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
         if self.visibility_timeout_s < 2 * longest_wait:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
@@ -73,6 +85,18 @@ class PipelineSettings:
 
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
+    sentinel_password: str = field(default="", repr=False)  # the Sentinels' own, when they require one
+
+    def _check_sentinel_urls(self) -> None:
+        """A Sentinel list is parsed once here, so a bad one stops a worker at start, naming its variable."""
+        for variable, url in (("REDIS_URL", self.redis_url), ("CELERY_BROKER_URL", self.broker_url),
+                              ("CELERY_RESULT_BACKEND", self.result_backend)):
+            if not is_sentinel_url(url):
+                continue
+            parse_sentinel_url(url, variable)
+            if not self.sentinel_master:
+                raise ConfigError(f"{variable} is a list of Sentinels: set PLAUD_SENTINEL_MASTER to the name of the "
+                                  f"master they watch (the name in their 'sentinel monitor' line)")
 
     @property
     def broker(self) -> str:
@@ -91,12 +115,14 @@ class PipelineSettings:
             if env.get(var, "").strip():
                 values[name] = env[var].strip()
         values["webhook_secret"] = read_secret(env, "PLAUD_WEBHOOK_SECRET") or ""
+        values["sentinel_password"] = read_secret(env, "PLAUD_SENTINEL_PASSWORD") or ""
         allow = env.get("PLAUD_WEBHOOK_ALLOW_PRIVATE", "").strip().lower()
         if allow not in ("", "0", "1", "true", "false", "yes", "no"):
             raise ConfigError(f"PLAUD_WEBHOOK_ALLOW_PRIVATE must be true or false, got {allow!r}")
         values["webhook_allow_private"] = allow in ("1", "true", "yes")
         for name, default in cls.__dataclass_fields__.items():
-            if name in ("redis_url", "broker_url", "result_backend", "webhook_secret", "webhook_allow_private"):
+            if name in ("redis_url", "broker_url", "result_backend", "webhook_secret", "webhook_allow_private",
+                        "sentinel_password"):
                 continue
             var = f"PLAUD_{name.upper()}"
             text = env.get(var, "").strip()

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
@@ -42,6 +43,12 @@ STAGE_BACKOFF_BASE_S = 2.0
 STAGE_BACKOFF_CAP_S = 120.0
 BUDGET_WAIT_MIN_S = 0.5
 LEASE_WAIT_MIN_S = 1.0
+# A failover takes seconds to a minute: look again soon (Celery's retry count also counts a
+# poll's "not done yet", so it cannot pace this).
+REDIS_AWAY_RETRY_S = 2.0
+# What redis-py raises when Redis does not answer (MasterNotFoundError and a demoted master are
+# ConnectionErrors too): an outage, not a fault of the recording.
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
 
 
 def load(rt: Runtime, recording_id: str, stage: StageName) -> Record:
@@ -91,6 +98,15 @@ class StageTask(Task):
     def rt(self) -> Runtime:
         return runtime()
 
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except REDIS_AWAY as exc:
+            # Outside errors_handled too (a stage's first read of its record): Redis being away
+            # is a retry, not a failed task that only the reconciler would pick up again.
+            recording_id = kwargs.get("recording_id", args[0] if args else "(unknown)")
+            raise self.retry_while_redis_away(str(recording_id), exc) from None
+
     def attempt_limit(self, settings: PipelineSettings) -> int:
         """How many failed attempts of this stage a recording gets before it fails."""
         return settings.stage_attempts
@@ -116,7 +132,13 @@ class StageTask(Task):
         try:
             yield self.load(recording_id)
         finally:
-            rt.store.release_lease(recording_id, holder)
+            try:
+                rt.store.release_lease(recording_id, holder)
+            except REDIS_AWAY:
+                # Redis is away (a failover): the lease lapses by itself after PLAUD_LEASE_TTL_S.
+                # Raising here would hide the body's own outcome, such as a retry already sent.
+                log.info("recording %s: lease not released, Redis unavailable; it lapses in %d s", recording_id,
+                         rt.settings.lease_ttl_s)
 
     @contextmanager
     def errors_handled(self, recording_id: str) -> Iterator[None]:
@@ -159,6 +181,8 @@ class StageTask(Task):
     def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed | Ignore:
         """What an exception in this stage means: a wait, the retry or the failure to raise."""
         rt = self.rt
+        if isinstance(exc, REDIS_AWAY):
+            return self.retry_while_redis_away(recording_id, exc)
         if isinstance(exc, BudgetQueued):
             return self.waits_as_data(recording_id, exc.kind)
         if isinstance(exc, BudgetSpent):
@@ -185,4 +209,16 @@ class StageTask(Task):
             retry_policy.backoff_s(attempts, base_s=STAGE_BACKOFF_BASE_S, cap_s=STAGE_BACKOFF_CAP_S))
         log.info("%s of recording %s failed (%s); retry %d/%d in %.1f s", self.stage.value, recording_id, reason,
                  attempts, limit - 1, countdown)
+        return self.retry_in(countdown)
+
+    def retry_while_redis_away(self, recording_id: str, exc: Exception) -> Retry:
+        """Redis itself did not answer (a failover, a partition): try the stage again, counting nothing.
+
+        No attempt is counted, because counting needs Redis; the retry goes to the broker, which
+        follows the new master too. When the broker is away as well, the retry cannot be sent and
+        the reconciler re-drives the recording once Redis is back.
+        """
+        countdown = retry_policy.jittered(REDIS_AWAY_RETRY_S)
+        log.warning("%s of recording %s: Redis unavailable (%s: %s); retry in %.1f s", self.stage.value, recording_id,
+                    type(exc).__name__, exc, countdown)
         return self.retry_in(countdown)

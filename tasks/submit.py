@@ -12,6 +12,8 @@ from . import names
 from .cancel import AFTER_SUBMIT_NOTE
 from .failures import StageName
 from .records import Record, RecordingState
+from .redis_connection import through_failover
+from .runtime import Runtime
 from .stage import StageTask, budget_place
 from .upload import has_usable_download_url, run_upload
 
@@ -44,23 +46,32 @@ def submit(self: StageTask, recording_id: str) -> None:
 
         transcription_id = rt.client.submit(record.get("download_url"), record.get("params"), waiter=recording_id,
                                             **budget_place(record), before_send=count_request)
-        now = time.time()
-        estimate = rt.timing.current()
-        expected_s = estimate.expected_s(record.number("audio_duration_s") or None)
-        first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
-        rt.plan_poll(recording_id, first_poll)
-        previous = rt.store.transition(recording_id, RecordingState.SUBMITTED, {
-            "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
-            "expected_s": round(expected_s, 3), **estimate.as_fields(),
-        }, due_at=first_poll + rt.settings.reconcile_grace_s)
-        if rt.upload_slots is not None:
-            rt.upload_slots.done(recording_id)  # submitted: the next recording in line may upload
-        if previous is RecordingState.CANCELLED:
-            # Cancelled while the request was on its way: Plaud has the job now, and will bill it.
-            rt.plan_nothing_more(recording_id)
-            now_record = rt.store.get(recording_id) or record
-            cancelled = {**(now_record.get("cancelled") or {}), "after_submit": True, "note": AFTER_SUBMIT_NOTE}
-            rt.store.update(recording_id, {"transcription_id": transcription_id, "cancelled": cancelled})
+        # Plaud has the job now. Should Redis fail over before its id is saved, this stage would be
+        # retried and submit (and be billed) again: ride out the failover instead.
+        through_failover(lambda: submitted(rt, record, transcription_id), wait_s=rt.settings.redis_failover_wait_s,
+                         what=f"saving the transcription id of recording {recording_id}")
+
+
+def submitted(rt: Runtime, record: Record, transcription_id: str) -> None:
+    """Save the transcription id and plan the first poll; safe to run again (the state moves once)."""
+    recording_id = record.recording_id
+    now = time.time()
+    estimate = rt.timing.current()
+    expected_s = estimate.expected_s(record.number("audio_duration_s") or None)
+    first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
+    rt.plan_poll(recording_id, first_poll)
+    previous = rt.store.transition(recording_id, RecordingState.SUBMITTED, {
+        "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
+        "expected_s": round(expected_s, 3), **estimate.as_fields(),
+    }, due_at=first_poll + rt.settings.reconcile_grace_s)
+    if rt.upload_slots is not None:
+        rt.upload_slots.done(recording_id)  # submitted: the next recording in line may upload
+    if previous is RecordingState.CANCELLED:
+        # Cancelled while the request was on its way: Plaud has the job now, and will bill it.
+        rt.plan_nothing_more(recording_id)
+        now_record = rt.store.get(recording_id) or record
+        cancelled = {**(now_record.get("cancelled") or {}), "after_submit": True, "note": AFTER_SUBMIT_NOTE}
+        rt.store.update(recording_id, {"transcription_id": transcription_id, "cancelled": cancelled})
 
 
 def already_submitted(task: StageTask, record: Record) -> None:

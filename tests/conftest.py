@@ -215,6 +215,7 @@ MODULE_MARKERS = {
     "tests/integration/test_backlog.py": "slow",  # a burst through a budget, no beat
     "tests/integration/test_cancel.py": "slow",  # recordings held in lines by a 1/min budget
     "tests/integration/test_prometheus.py": "slow",  # a worker, the exporter and a Prometheus server
+    "tests/integration/test_sentinel_failover.py": "slow",  # a Redis failover under a batch
 }
 SLOW_TESTS = {
     "tests/integration/test_cli.py": {

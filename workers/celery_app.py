@@ -31,6 +31,7 @@ from plaud.errors import ConfigError
 from plaud.redact import install_log_redaction
 from tasks import names
 from tasks.errors import RejectedMessage
+from tasks.redis_connection import celery_transport_options
 from tasks.settings import PipelineSettings
 
 from .dispatcher import Dispatcher
@@ -43,7 +44,6 @@ TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll"
 def make_app(settings: PipelineSettings | None = None) -> Celery:
     settings = settings or PipelineSettings.from_env()
     app = Celery("plaud-workers", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
-    sentinel = {"master_name": settings.sentinel_master} if settings.sentinel_master else {}
     redis_timeouts = {"socket_timeout": settings.redis_socket_timeout_s,
                       "socket_connect_timeout": settings.redis_connect_timeout_s, "socket_keepalive": True}
     app.conf.update(
@@ -54,8 +54,10 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Above every countdown and every stage, or Redis hands the same task out twice.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **redis_timeouts, **sentinel},
-        result_backend_transport_options=sentinel,
+        # A sentinel:// broker or backend also gets the master's name and how to reach the Sentinels.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **redis_timeouts,
+                                  **celery_transport_options(settings, settings.broker)},
+        result_backend_transport_options=celery_transport_options(settings, settings.backend),
         redis_socket_timeout=settings.redis_socket_timeout_s,
         redis_socket_connect_timeout=settings.redis_connect_timeout_s,
         redis_socket_keepalive=True,

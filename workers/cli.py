@@ -71,16 +71,21 @@ def demo(timeout_s: float) -> None:
 
     from celery import Celery
 
+    from plaud.errors import ConfigError
+    from plaud.redact import mask_url_passwords
     from plaud.sandbox import SandboxSettings, SandboxThread, worker_environment
     from tasks.errors import RecordingFailed
+    from tasks.redis_connection import celery_transport_options
+    from tasks.settings import PipelineSettings
     from workers.handle import wait_result
     from workers.local_stack import WorkerProcess, find_or_start_redis
 
     samples = sorted(str(p) for p in importlib.resources.files(SAMPLES_PACKAGE).joinpath("samples").iterdir()
                      if p.name.endswith(".mp3"))
     try:
-        redis_url, private_redis = find_or_start_redis(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
-    except RuntimeError as exc:
+        settings = PipelineSettings.from_env()
+        redis_url, private_redis = find_or_start_redis(settings)
+    except (ConfigError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     logging.getLogger("tornado.access").setLevel(logging.ERROR)  # the sandbox's 4xx lines are not news here
     failed = 0
@@ -89,11 +94,14 @@ def demo(timeout_s: float) -> None:
             assert sb.running is not None, "the sandbox is not started"
             env = {**worker_environment(sb.running), "REDIS_URL": redis_url, "PLAUD_EXPECTED_BASE_S": "2"}
             worker_proc = WorkerProcess(env, name="demo").start()
-            click.echo(f"sandbox {sb.base_url}, redis {redis_url}{' (private)' if private_redis else ''}, "
-                       f"worker log {worker_proc.logfile}")
+            click.echo(f"sandbox {sb.base_url}, redis {mask_url_passwords(redis_url)}"
+                       f"{' (private)' if private_redis else ''}, worker log {worker_proc.logfile}")
             try:
-                # A bare Celery client, as any service would use: only the broker and the task name.
+                # A bare Celery client, as any service would use: only the broker and the task name
+                # (and, for a Sentinel list, the master's name and the Sentinels' password).
                 client = Celery(broker=redis_url, backend=redis_url)
+                client.conf.broker_transport_options = celery_transport_options(settings, redis_url)
+                client.conf.result_backend_transport_options = celery_transport_options(settings, redis_url)
                 run = f"demo-{int(time.time())}"
                 handles = {path: client.send_task(names.TRANSCRIBE, kwargs={
                     "source": path, "recording_id": f"{run}-{os.path.basename(path)}",

@@ -6,6 +6,7 @@ worker the way production does: ``celery -A workers worker`` in its own process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,28 +16,33 @@ import time
 
 import redis
 
+from plaud.redact import mask_url_passwords
 from tasks.names import WORKER_QUEUES
+from tasks.redis_connection import connect
+from tasks.settings import PipelineSettings
 
 from .local_redis import RedisServer
 
 READY_MARK = "ready."
 
 
-def redis_answers(url: str) -> bool:
+def redis_answers(settings: PipelineSettings) -> bool:
+    """Whether the Redis of ``REDIS_URL`` (a Sentinel list too) answers, within a couple of seconds."""
+    quick = dataclasses.replace(settings, redis_connect_timeout_s=1.0, redis_socket_timeout_s=2.0)
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
+        return bool(connect(quick).ping())
     except (redis.RedisError, OSError, ValueError):
         return False
 
 
-def find_or_start_redis(url: str) -> tuple[str, RedisServer | None]:
-    """``url`` if a Redis answers there; else a private redis-server (which the caller stops)."""
-    if redis_answers(url):
-        return url, None
+def find_or_start_redis(settings: PipelineSettings) -> tuple[str, RedisServer | None]:
+    """``REDIS_URL`` if a Redis answers there; else a private redis-server (which the caller stops)."""
+    if redis_answers(settings):
+        return settings.redis_url, None
     try:
         server = RedisServer().start()
     except RuntimeError as exc:
-        raise RuntimeError(f"no Redis answers at {url}, and {exc}") from None
+        raise RuntimeError(f"no Redis answers at {mask_url_passwords(settings.redis_url)}, and {exc}") from None
     return server.url, server
 
 

@@ -17,7 +17,7 @@ import click
 import redis
 
 from plaud.exports import FORMATS, export
-from plaud.redact import url_without_query
+from plaud.redact import mask_url_passwords, url_without_query
 from tasks.names import PRIORITIES
 
 EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNKNOWN, EXIT_NO_REDIS = 1, 3, 4, 5
@@ -37,7 +37,8 @@ def _store():
     try:
         rt.redis.ping()
     except (redis.RedisError, OSError) as exc:
-        raise Exit(f"cannot reach Redis at {rt.settings.redis_url} ({type(exc).__name__}); set REDIS_URL",
+        raise Exit(f"cannot reach Redis at {mask_url_passwords(rt.settings.redis_url)} ({type(exc).__name__}); "
+                   f"set REDIS_URL",
                    EXIT_NO_REDIS) from None
     return rt
 

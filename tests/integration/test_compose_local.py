@@ -25,7 +25,8 @@ from workers.local_redis import RedisServer, free_port
 from workers.local_stack import WorkerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+# The innermost ${VAR} or ${VAR:-default}: substituted repeatedly, so nested defaults work as in compose.
+VAR = re.compile(r"\$\{(\w+)(?::-([^${}]*))?\}")
 
 
 def dotenv(path: str) -> dict[str, str]:
@@ -40,7 +41,9 @@ def dotenv(path: str) -> dict[str, str]:
 
 def interpolate(value, env):
     if isinstance(value, str):
-        return VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+        while (done := VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)) != value:
+            value = done
+        return value
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
     if isinstance(value, dict):
@@ -67,6 +70,23 @@ def test_compose_shape(compose):
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command and "--requirepass" in redis_command
     assert services["flower"]["environment"]["FLOWER_PERSISTENT"] == "True"
+    assert services["worker-api"]["environment"]["REDIS_URL"] == \
+        f"redis://:{compose[1]['REDIS_PASSWORD']}@redis:6379/0"  # without the "ha" profile's REDIS_URL
+
+
+def test_the_ha_profile_has_a_replica_and_three_sentinels_watching_the_redis_service(compose):
+    services = compose[0]["services"]
+    ha = {name for name, service in services.items() if "ha" in service.get("profiles", ())}
+    assert ha == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    replica = " ".join(services["redis-replica"]["command"])
+    assert "--replicaof redis 6379" in replica and "--masterauth" in replica and "--requirepass" in replica
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[name]["command"][0]
+        assert "sentinel monitor plaud redis 6379 2" in script and "--sentinel" in script
+        assert services[name]["volumes"] == [f"{name}-data:/data"]  # each keeps what it learned
+    example = open(os.path.join(ROOT, ".env.example")).read()
+    assert "# REDIS_URL=\"sentinel://:${REDIS_PASSWORD}@sentinel-1:26379/0;" in example
+    assert "# PLAUD_SENTINEL_MASTER=plaud" in example and "# COMPOSE_PROFILES=ha" in example
 
 
 def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_files):

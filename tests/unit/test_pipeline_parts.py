@@ -233,15 +233,14 @@ def test_the_budget_watches_the_queues_entry_tasks_wait_in():
 def test_the_app_settings_that_matter():
     from workers.celery_app import make_app
 
-    app = make_app(PipelineSettings.from_env({"PLAUD_SENTINEL_MASTER": "mymaster"}))
+    app = make_app(PipelineSettings.from_env({}))
     conf = app.conf
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options == {"visibility_timeout": 14400, "master_name": "mymaster",
-                                             "socket_timeout": 5.0, "socket_connect_timeout": 5.0,
-                                             "socket_keepalive": True}
+    assert conf.broker_transport_options == {"visibility_timeout": 14400, "socket_timeout": 5.0,
+                                             "socket_connect_timeout": 5.0, "socket_keepalive": True}
     assert conf.redis_socket_timeout == 5.0 and conf.task_publish_retry_policy["max_retries"] == 2
-    assert conf.result_backend_transport_options == {"master_name": "mymaster"}
+    assert conf.result_backend_transport_options == {}
     assert conf.result_expires == 7 * 86400 and conf.worker_send_task_events
     assert {q.name for q in conf.task_queues} == {"celery", "plaud.api", "plaud.uploads", "plaud.polls"}
 
