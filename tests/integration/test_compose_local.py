@@ -21,6 +21,7 @@ from celery import Celery
 from plaud.sandbox import SandboxProcess
 from tasks import names
 from tests.helpers import outcome, wait_http_ok
+from workers.flower_view import TASKS_COLUMNS
 from workers.local_redis import RedisServer, free_port
 from workers.local_stack import WorkerProcess
 
@@ -66,6 +67,7 @@ def test_compose_shape(compose):
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command and "--requirepass" in redis_command
     assert services["flower"]["environment"]["FLOWER_PERSISTENT"] == "True"
+    assert services["flower"]["environment"]["FLOWER_TASKS_COLUMNS"] == TASKS_COLUMNS  # the recording id shows
 
 
 def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_files):
