@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 import requests
 
+from tests.browser import ARTIFACTS, render, table_rows
 from tests.helpers import outcome, wait_http_ok
 from workers.flower_view import flower_environment
 from workers.local_redis import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ARTIFACTS = os.path.join(ROOT, "test-artifacts")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                  "--virtual-time-budget=8000"]
 USER, PASSWORD = "admin", "flower-test-password"
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        raise RuntimeError("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
-    return path
 
 
 @pytest.fixture
@@ -46,21 +32,6 @@ def flower(pipeline, tmp_path):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
-
-
-def render(url: str, screenshot: str | None = None) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]
-        if screenshot:
-            subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
-        done = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
-    return done.stdout
-
-
-def table_rows(dom: str) -> list[str]:
-    """The text of each row of Flower's task table, tags stripped."""
-    body = dom.split('id="tasks-table"', 1)[-1]
-    return [re.sub(r"<[^>]+>", " ", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)]
 
 
 def reconciler_ticks(pipeline) -> int:
