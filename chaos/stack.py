@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from workers.flower_view import flower_environment
 from workers.local_redis import RedisServer, free_port, stop_process
 from workers.local_sentinel import MASTER_NAME, Node, SentinelCluster
 from workers.local_stack import WorkerProcess
@@ -208,7 +209,6 @@ class Service:
 
 def start_flower(env: dict[str, str], logdir: str, user: str, password: str) -> tuple[Service, str]:
     port = free_port()
-    service = Service(["flower"], {**env, "FLOWER_PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1",
-                                   "FLOWER_BASIC_AUTH": f"{user}:{password}"},
+    service = Service(["flower"], {**env, **flower_environment(port=port, user=user, password=password)},
                       os.path.join(logdir, "flower.log"))
     return service, f"http://127.0.0.1:{port}"

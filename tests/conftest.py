@@ -211,6 +211,7 @@ def good_files(tmp_path_factory):
 MODULE_MARKERS = {
     "tests/integration/test_chaos.py": "chaos",
     "tests/integration/test_flower_browser.py": "browser",
+    "tests/integration/test_up.py": "browser",  # and slow: a whole stack, two recordings, Chromium
     "tests/integration/test_lost_work.py": "slow",  # each test kills or starves a worker
     "tests/integration/test_backlog.py": "slow",  # a burst through a budget, no beat
     "tests/integration/test_cancel.py": "slow",  # recordings held in lines by a 1/min budget

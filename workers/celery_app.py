@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    beat_init,
     task_rejected,
     worker_init,
     worker_process_init,
@@ -121,6 +123,16 @@ def freeze_inherited_objects(**_: object) -> None:
     (BENCHMARKS.md, backlog memory).
     """
     gc.freeze()
+
+
+@beat_init.connect
+def beat_sends_no_task_events(sender: Any = None, **_: object) -> None:
+    """Beat publishes only the reconciler's tick: no task-sent event for it, so Flower's task list keeps
+    to the recordings (the tick's own task sends none either: tasks.reconcile)."""
+    # Beat in a process of its own (`celery beat`, or a worker's -B child); never a worker's thread,
+    # whose own sends must keep their events.
+    if sender is not None and threading.current_thread() is threading.main_thread():
+        sender.app.conf.task_send_sent_event = False
 
 
 @after_setup_logger.connect

@@ -23,6 +23,7 @@ def main() -> None:
     \b
     Examples:
       plaud-workers demo                 # the whole pipeline on the bundled samples, against the sandbox
+      plaud-workers up --workers 2       # Redis, sandbox, workers, beat, Flower in the foreground; Ctrl-C stops it
       plaud-workers transcribe a.mp3 --wait --format srt   # enqueue, watch, print subtitles
       plaud-workers status               # recent recordings by state
       plaud-workers worker               # a worker (reads REDIS_URL and PLAUD_* from the environment)
@@ -157,6 +158,43 @@ def metrics(port: int, address: str) -> None:
         signal.signal(signum, lambda *_: stop.set())
     serve(rt, port=port, address=address, stop=stop,
           on_listening=lambda url: click.echo(f"plaud-workers metrics: serving {url}", err=True))
+
+
+@main.command()
+@click.option("--workers", "worker_count", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Worker processes, each on every queue.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Pool processes per worker.")
+@click.option("--flower-port", type=click.IntRange(0, 65535), default=5555, show_default=True,
+              help="Flower's port on 127.0.0.1 (0: any free port).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9808, show_default=True,
+              help="The exporter's port (0: any free port).")
+@click.option("--private-redis", is_flag=True, help="Start a private redis-server even if one answers at REDIS_URL.")
+@click.option("--stop-grace-s", type=float, default=30.0, show_default=True,
+              help="On Ctrl-C, how long workers may take to finish their running tasks.")
+def up(worker_count: int, concurrency: int, flower_port: int, metrics_port: int, private_redis: bool,
+       stop_grace_s: float) -> None:
+    """The whole stack in the foreground, for trying it and for development; Ctrl-C stops all of it.
+
+    Redis (the one at REDIS_URL, default redis://localhost:6379/0, when it answers; else a private
+    redis-server), the sandbox unless PLAUD_* credentials are set, the workers, one beat (the
+    reconciler), Flower with a generated password, and the metrics exporter. Prints where each is
+    and how to enqueue. No Docker needed.
+    """
+    import os
+
+    from plaud.config import PlaudConfig
+    from plaud.errors import ConfigError
+    from workers.up import Stack, UpOptions
+
+    try:
+        PlaudConfig.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    options = UpOptions(redis_url=os.environ.get("REDIS_URL", "redis://localhost:6379/0"), private_redis=private_redis,
+                        workers=worker_count, concurrency=concurrency, flower_port=flower_port,
+                        metrics_port=metrics_port, stop_grace_s=stop_grace_s)
+    sys.exit(Stack(options, echo=click.echo).run())
 
 
 main.add_command(sandbox)

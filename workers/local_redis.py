@@ -56,7 +56,9 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
                  "--appendonly", "no", "--logfile", f"{self.dir}/redis.log", *self.extra_args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                # A session of its own: a terminal's Ctrl-C reaches only whoever started it (demo, up, a
+                # test run), which stops it last, not under workers that are still shutting down.
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             if self._wait_ready():
                 return self
             self.stop()

@@ -66,7 +66,10 @@ class WorkerProcess:
                "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", self.pool,
                "-n", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", *self.extra_args]
         with open(self.logfile, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own (so a process group with its pool children): a terminal's Ctrl-C
+            # reaches only whoever started it, which stops it with SIGTERM (a warm shutdown).
+            self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,6 +21,7 @@ from celery import Celery
 from plaud.sandbox import SandboxProcess
 from tasks import names
 from tests.helpers import outcome, wait_http_ok
+from workers.flower_view import TASKS_COLUMNS
 from workers.local_redis import RedisServer, free_port
 from workers.local_stack import WorkerProcess
 
@@ -87,6 +88,7 @@ def test_the_ha_profile_has_a_replica_and_three_sentinels_watching_the_redis_ser
     example = open(os.path.join(ROOT, ".env.example")).read()
     assert "# REDIS_URL=\"sentinel://:${REDIS_PASSWORD}@sentinel-1:26379/0;" in example
     assert "# PLAUD_SENTINEL_MASTER=plaud" in example and "# COMPOSE_PROFILES=ha" in example
+    assert services["flower"]["environment"]["FLOWER_TASKS_COLUMNS"] == TASKS_COLUMNS  # the recording id shows
 
 
 def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_files):

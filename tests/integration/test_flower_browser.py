@@ -1,41 +1,28 @@
-"""Flower in a real headless browser: log in, see the recording's tasks, and no secret in them."""
+"""Flower in a real headless browser: log in, see the recording's tasks by its id, and no secret in them."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 import requests
 
+from tests.browser import ARTIFACTS, render, table_rows
 from tests.helpers import outcome, wait_http_ok
+from workers.flower_view import flower_environment
 from workers.local_redis import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ARTIFACTS = os.path.join(ROOT, "test-artifacts")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                  "--virtual-time-budget=8000"]
 USER, PASSWORD = "admin", "flower-test-password"
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        raise RuntimeError("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
-    return path
 
 
 @pytest.fixture
 def flower(pipeline, tmp_path):
     port = free_port()
-    env = {**os.environ, **pipeline.env, "FLOWER_PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1",
-           "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}", "FLOWER_PERSISTENT": "True",
-           "FLOWER_DB": str(tmp_path / "flower.db")}
+    env = {**os.environ, **pipeline.env, **flower_environment(port=port, user=USER, password=PASSWORD),
+           "FLOWER_PERSISTENT": "True", "FLOWER_DB": str(tmp_path / "flower.db")}
     log = open(tmp_path / "flower.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "flower"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -47,13 +34,9 @@ def flower(pipeline, tmp_path):
     proc.wait(timeout=30)
 
 
-def render(url: str, screenshot: str | None = None) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]
-        if screenshot:
-            subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
-        done = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
-    return done.stdout
+def reconciler_ticks(pipeline) -> int:
+    """How often the pipeline worker's beat (-B) has sent the reconciler's tick, from its log."""
+    return sum(w.log_text().count("Sending due task plaud-reconcile") for w in pipeline.workers)
 
 
 def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_files, file_server):
@@ -61,6 +44,7 @@ def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_
     path, text = good_files[0]
     (directory / "flower.mp3").write_bytes(open(path, "rb").read())
     recording_id = f"flower-{time.time_ns()}"
+    ticks_before = reconciler_ticks(pipeline)
     handle = pipeline.send(source=f"{origin}/flower.mp3?X-Amz-Signature=flowersecret123", recording_id=recording_id)
     assert outcome(handle)["text"] == text
     assert requests.get(f"{flower}/tasks", timeout=10).status_code == 401  # basic auth is on
@@ -73,14 +57,23 @@ def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_
     assert all(t["state"] == "SUCCESS" for t in mine.values())
     assert tasks[handle.id]["name"] == "plaud.deliver" and tasks[handle.id]["state"] == "SUCCESS"
     assert "flowersecret123" not in str(tasks)
+    # The reconciler ticks every second here (PLAUD_RECONCILE_EVERY_S=1) and Flower sees none of it.
+    deadline = time.monotonic() + 30
+    while reconciler_ticks(pipeline) < ticks_before + 2:
+        assert time.monotonic() < deadline, "beat sent no reconciler tick while Flower watched"
+        time.sleep(0.2)
+    tasks = requests.get(f"{flower}/api/tasks", auth=(USER, PASSWORD), timeout=10).json()
+    assert not [t for t in tasks.values() if t["name"] == "plaud.reconcile"], tasks
 
     # The same in the browser: log in, let the AJAX rows load, and look.
     authed = flower.replace("http://", f"http://{USER}:{PASSWORD}@")
     os.makedirs(ARTIFACTS, exist_ok=True)
     shot = os.path.join(ARTIFACTS, "flower-tasks.png")
     dom = render(f"{authed}/tasks", screenshot=shot)
+    # Each of the recording's tasks is a row that shows its name and the recording id side by side.
+    rows = table_rows(dom)
     for name in ("plaud.upload", "plaud.submit", "plaud.poll", "plaud.deliver"):
-        assert name in dom, dom[-3000:]
+        assert [row for row in rows if name in row and recording_id in row], (name, rows, dom[-3000:])
     assert handle.id in dom and "SUCCESS" in dom
     assert "flowersecret123" not in dom
     assert os.path.getsize(shot) > 10_000

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tasks.names import WORKER_QUEUES as QUEUES
+from workers.flower_view import TASKS_COLUMNS
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "deploy", "k8s", "base")
@@ -82,6 +83,7 @@ def test_secrets_only_in_the_secret_and_flower_keeps_history():
     flower_env = {e["name"]: e.get("value") for e in
                   BY_KIND["Deployment"]["plaud-flower"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert flower_env["FLOWER_PERSISTENT"] == "True" and flower_env["FLOWER_DB"].startswith("/data/")
+    assert flower_env["FLOWER_TASKS_COLUMNS"] == TASKS_COLUMNS  # the recording id shows on every row
 
 
 OVERLAY = os.path.join(os.path.dirname(BASE), "keda-prometheus")
