@@ -7,6 +7,10 @@
   fails with UnsupportedAudio naming the fix.
 
 The format is recognised from the file's first bytes, not its name.
+
+The audio libraries load on first use, not on import: every worker process imports this module
+(through the client), and numpy, libsndfile and LAME cost tens of MiB that only a process that
+transcodes needs (mutagen, which reads a duration from headers, loads at a process's first upload).
 """
 
 from __future__ import annotations
@@ -16,11 +20,6 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-
-import lameenc
-import mutagen
-import numpy as np
-import soundfile
 
 from .errors import SourceError, UnsupportedAudio
 
@@ -66,6 +65,8 @@ def sniff(head: bytes) -> str | None:
 
 def probe_duration_s(path: str) -> float | None:
     """The audio's duration from its headers (cheap: no decoding), or None when unknown."""
+    import mutagen
+
     try:
         media = mutagen.File(path)
     except (mutagen.MutagenError, OSError, ValueError):
@@ -102,6 +103,10 @@ def to_mp3(source_path: str, target_path: str, *, bitrate_kbps: int, ffmpeg_path
 
 
 def _with_lame(source_path: str, target_path: str, bitrate_kbps: int) -> None:
+    import lameenc
+    import numpy as np
+    import soundfile
+
     with soundfile.SoundFile(source_path) as audio:
         if audio.frames == 0:
             raise SourceError("the recording holds no audio samples")
