@@ -1,12 +1,16 @@
-"""10,000 recordings waiting on Plaud at once: memory of workers and Redis, lateness of polls.
+"""10,000 recordings waiting on Plaud at once: memory of the workers and Redis, lateness of polls.
 
     python -m bench.pipeline_in_flight --recordings 10000
+    python -m bench.pipeline_in_flight --recordings 10000 --fleet api:threads:16,uploads:prefork:2,polls:threads:16
 
 The sandbox takes ``--processing-s`` per job and the workers expect exactly that (an accurate
 estimate), so every recording is uploaded, submitted, and then waits in countdown hops until
-its probes at 60 % and 85 % of the expected time. Reported, once every recording has had both
-probes: peak RSS of the worker (main process plus pool children, summed) and of redis-server,
-and how late the probes fired against their scheduled time (p50, p99).
+its probes at 60 % and 85 % of the expected time. ``--fleet`` is the workers that carry them: one
+per ``role:pool:concurrency`` (roles: api = celery + plaud.api, uploads, polls, all = every queue).
+Reported, once every recording has had both probes: each worker's memory idle and at its peak as
+PSS (shared pages split among the processes that share them, from /proc/PID/smaps_rollup, summed
+over the worker's processes) beside summed RSS, the fleet's total, redis-server's, and how late the
+probes fired against their scheduled time (p50, p99).
 """
 
 from __future__ import annotations
@@ -22,7 +26,22 @@ import redis as redis_lib
 
 from tasks import names
 
-from .proc import status_kib, tree_rss_kib
+from .proc import children, pss_kib, tree_pss_kib, tree_rss_kib
+
+ROLES = {"api": (names.ENTRY_QUEUE, names.API_QUEUE), "uploads": (names.UPLOADS_QUEUE,),
+         "polls": (names.POLLS_QUEUE,), "all": names.WORKER_QUEUES}
+
+
+def parse_fleet(text: str) -> list[tuple[str, str, int]]:
+    fleet = []
+    for part in text.split(","):
+        role, pool, concurrency = part.split(":")
+        if role not in ROLES:
+            raise SystemExit(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        fleet.append((role, pool, int(concurrency)))
+    if {q for role, _, _ in fleet for q in ROLES[role]} != set(names.WORKER_QUEUES):
+        raise SystemExit("the fleet must consume every worker queue")
+    return fleet
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -33,7 +52,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=10000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--fleet", default="all:prefork:8", help="role:pool:concurrency,... (see above)")
     parser.add_argument("--processing-s", type=float, default=600.0)
     parser.add_argument("--malloc-arena-max", default="", help="MALLOC_ARENA_MAX for the worker ('' = glibc default)")
     args = parser.parse_args()
@@ -48,8 +67,10 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-inflight-")
     sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="in flight").path
     server = RedisServer().start()
-    peaks = {"worker": 0, "main": 0, "redis": 0}
+    fleet = parse_fleet(args.fleet)
+    peaks: dict[str, dict[str, int]] = {}
     stop = threading.Event()
+    workers = []
     try:
         with SandboxProcess("--processing-base-s", str(args.processing_s), "--processing-rtf", "0",
                             "--token-rate-limit", "") as sb:
@@ -57,18 +78,31 @@ def main() -> None:
                    "PLAUD_EXPECTED_BASE_S": str(args.processing_s), "PLAUD_EXPECTED_RTF": "0"}
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
-            worker = WorkerProcess(env, concurrency=args.concurrency, name="inflight").start()
-            time.sleep(2)
-            idle_kib = tree_rss_kib(worker.proc.pid)
+            for i, (role, pool, concurrency) in enumerate(fleet):
+                worker = WorkerProcess(env, queues=ROLES[role], pool=pool, concurrency=concurrency,
+                                       name=f"inflight-{role}{i}").start()
+                workers.append((f"{role}:{pool}:{concurrency}", worker))
+            time.sleep(3)
+            idle = {name: (tree_pss_kib(w.proc.pid), tree_rss_kib(w.proc.pid)) for name, w in workers}
+            peaks = {name: {"pss": 0, "rss": 0, "main_pss": 0} for name, _ in workers}
+            peaks["redis"] = {"pss": 0, "rss": 0, "main_pss": 0}
+            fleet_peak = [0]
 
-            def sample_rss() -> None:
+            def sample_memory() -> None:
                 while not stop.is_set():
-                    peaks["worker"] = max(peaks["worker"], tree_rss_kib(worker.proc.pid))
-                    peaks["main"] = max(peaks["main"], status_kib(worker.proc.pid))
-                    peaks["redis"] = max(peaks["redis"], tree_rss_kib(server.proc.pid))
-                    time.sleep(0.5)
+                    total = 0
+                    for name, w in workers:
+                        pss = tree_pss_kib(w.proc.pid)
+                        total += pss
+                        peak = peaks[name]
+                        peak["pss"] = max(peak["pss"], pss)
+                        peak["rss"] = max(peak["rss"], tree_rss_kib(w.proc.pid))
+                        peak["main_pss"] = max(peak["main_pss"], pss_kib(w.proc.pid))
+                    fleet_peak[0] = max(fleet_peak[0], total)
+                    peaks["redis"]["rss"] = max(peaks["redis"]["rss"], tree_rss_kib(server.proc.pid))
+                    time.sleep(1.0)
 
-            threading.Thread(target=sample_rss, daemon=True).start()
+            threading.Thread(target=sample_memory, daemon=True).start()
             try:
                 client = Celery(broker=server.url, backend=server.url)
                 run = f"inflight-{time.time_ns()}"
@@ -98,20 +132,28 @@ def main() -> None:
                 redis_memory = r.info("memory")
             finally:
                 stop.set()
-                worker.stop()
+                processes = {name: 1 + len(children(w.proc.pid)) for name, w in workers}
+                for _, w in workers:
+                    w.stop()
     finally:
         server.cleanup()
-    print(f"{args.recordings} recordings in flight (sandbox processing {args.processing_s:.0f} s), one worker "
-          f"(prefork, concurrency {args.concurrency}, MALLOC_ARENA_MAX={args.malloc_arena_max or 'default'})")
+    mib = 1024
+    print(f"{args.recordings} recordings in flight (sandbox processing {args.processing_s:.0f} s), fleet "
+          f"{args.fleet} (MALLOC_ARENA_MAX={args.malloc_arena_max or 'default'})")
     print(f"  enqueued in {enqueued_s:.1f} s; every recording probed twice after {all_processing_s:.0f} s")
-    print(f"  worker RSS: idle {idle_kib / 1024:.0f} MiB, peak {peaks['worker'] / 1024:.0f} MiB (main + "
-          f"{args.concurrency} children), main process peak {peaks['main'] / 1024:.0f} MiB")
-    print(f"  peak RSS: worker {peaks['worker'] / 1024:.0f} MiB (main + children), "
-          f"redis-server {peaks['redis'] / 1024:.0f} MiB (used_memory_peak {redis_memory['used_memory_peak_human']})")
+    print("  worker (role:pool:concurrency)   processes   PSS idle -> peak (main)     RSS summed idle -> peak")
+    for name, _ in workers:
+        peak = peaks[name]
+        print(f"  {name:<32} {processes[name]:>9}   {idle[name][0] / mib:6.0f} -> {peak['pss'] / mib:5.0f} MiB "
+              f"({peak['main_pss'] / mib:4.0f})   {idle[name][1] / mib:6.0f} -> {peak['rss'] / mib:5.0f} MiB")
+    idle_total = sum(pss for pss, _ in idle.values())
+    print(f"  fleet PSS: idle {idle_total / mib:.0f} MiB, peak {fleet_peak[0] / mib:.0f} MiB "
+          f"({(fleet_peak[0] - idle_total) / args.recordings:.1f} KiB per recording in flight)")
+    print(f"  redis-server RSS peak {peaks['redis']['rss'] / mib:.0f} MiB "
+          f"(used_memory_peak {redis_memory['used_memory_peak_human']})")
     print(f"  poll lateness: p50 {percentile(late, 0.5):.2f} s, p99 {percentile(late, 0.99):.2f} s, "
           f"max {max(late):.2f} s over {len(late)} recordings (their latest probe); polls per recording "
           f"{statistics.mean(polls):.2f}")
-
 
 if __name__ == "__main__":
     main()

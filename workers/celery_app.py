@@ -37,6 +37,7 @@ from tasks.redis_connection import celery_transport_options
 from tasks.settings import PipelineSettings
 
 from .dispatcher import Dispatcher
+from .memory import TimerCompaction, freeze_heap
 
 ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
@@ -84,6 +85,7 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         beat_schedule={"plaud-reconcile": {"task": names.RECONCILE, "schedule": float(settings.reconcile_every_s)}},
     )
     app.steps["worker"].add(Dispatcher)  # wakes recordings that wait as data (workers/dispatcher.py)
+    app.steps["worker"].add(TimerCompaction)  # finished tasks' time limits leave the timer (workers/memory.py)
     return app
 
 
@@ -97,6 +99,7 @@ def check_configuration(**_: object) -> None:
         logging.getLogger("plaud.worker").critical("cannot start: %s", exc)
         raise SystemExit(f"plaud-workers: cannot start: {exc}") from None
     logging.getLogger("plaud.worker").info("worker talks to %s", config.describe())
+    freeze_heap()  # before the pool forks: the children keep sharing these pages (workers/memory.py)
 
 
 @task_rejected.connect
@@ -115,13 +118,7 @@ def fail_rejected_message(sender: Any = None, message: object = None, exc: Excep
 
 @worker_process_init.connect
 def freeze_inherited_objects(**_: object) -> None:
-    """Keep a pool child off the pages it shares with the main process.
-
-    Every garbage collection in a forked child writes to the GC header of each object it walks,
-    so a child soon holds a private copy of all it inherited. Frozen, the inherited objects are
-    never walked again. Measured with 10,000 recordings waiting: the worker's PSS 675 -> 348 MiB
-    (BENCHMARKS.md, backlog memory).
-    """
+    """Keep a pool child off the pages it shares with the main process (workers/memory.py)."""
     gc.freeze()
 
 
