@@ -3,9 +3,12 @@
     python -m bench.pipeline_throughput --recordings 500 --concurrency 8
 
 A private redis-server, a sandbox subprocess with near-instant processing, and one worker
-(prefork, all queues). Recordings are enqueued by name from a bare Celery client; the run
+(``--pool``, all queues). Recordings are enqueued by name from a bare Celery client; the run
 ends when every result is in. The baseline sends chains of 4 no-op tasks (the pipeline's
 upload, submit, poll, deliver) plus an entry task, through the same worker and queues.
+Per recording (and per no-op chain) it also reports the Redis commands the server ran
+(INFO commandstats, every client: workers, the dispatcher and the enqueuing client) and the
+HTTP requests the sandbox answered.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ def wait_all(handles, timeout_s: float) -> float:
     return time.monotonic()
 
 
+def redis_commands(connection) -> int:
+    return sum(int(stats["calls"]) for stats in connection.info("commandstats").values())
+
+
+def http_requests(stats: dict) -> int:
+    return sum(sum(by_status.values()) for by_status in stats["requests"].values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=500)
@@ -56,11 +67,16 @@ def main() -> None:
             try:
                 client = Celery(broker=server.url, backend=server.url)
                 client.conf.task_routes = {"bench.noop": {"queue": names.API_QUEUE}}
+                counter = client.backend.client
                 # Baseline: entry + a 4-task chain of no-ops per item.
+                commands_before = redis_commands(counter)
                 started = time.monotonic()
                 noops = [chain(*(client.signature("bench.noop", immutable=True) for _ in range(5))).apply_async()
                          for _ in range(args.recordings)]
                 noop_s = wait_all(noops, 600) - started
+                noop_commands = redis_commands(counter) - commands_before
+                http_before = http_requests(admin(sb.origin, "stats"))
+                commands_before = redis_commands(counter)
 
                 started = time.monotonic()
                 run = f"bench-{time.time_ns()}"
@@ -68,8 +84,10 @@ def main() -> None:
                                                                          "recording_id": f"{run}-{i}"})
                            for i in range(args.recordings)]
                 pipeline_s = wait_all(handles, 1800) - started
+                pipeline_commands = redis_commands(counter) - commands_before
                 failed = sum(1 for h in handles if h.failed())
                 stats = admin(sb.origin, "stats")
+                pipeline_http = http_requests(stats) - http_before
                 polls = [int(client.backend.client.hget(names.record_key(f"{run}-{i}"), "polls") or 0)
                          for i in range(args.recordings)]
             finally:
@@ -82,6 +100,8 @@ def main() -> None:
           f"polls/recording {statistics.mean(polls):.2f}")
     print(f"  no-op chain of 5 tasks: {n / noop_s:6.1f} chains/s ({noop_s:.1f} s)")
     print(f"  pipeline / no-op ceiling: {noop_s / pipeline_s:.0%}")
+    print(f"  Redis commands per recording {pipeline_commands / n:.1f} (per no-op chain {noop_commands / n:.1f}); "
+          f"HTTP requests per recording {pipeline_http / n:.1f}")
     print(f"  sandbox: {stats['uploads_completed']} uploads, {stats['transcriptions_created']} transcriptions, "
           f"{stats['partner_tokens_issued']} partner token(s)")
 

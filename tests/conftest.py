@@ -117,7 +117,8 @@ class PipelineStack:
 
     def start_worker(self, **kwargs):
         kwargs.setdefault("extra_args", ("-B", "-s", str(self.tmp_dir / f"beat-{len(self.workers)}")))
-        worker = WorkerProcess(self.env, concurrency=4, name=f"test{len(self.workers)}",
+        kwargs.setdefault("concurrency", 4)
+        worker = WorkerProcess(self.env, name=f"test{len(self.workers)}",
                                logfile=str(self.tmp_dir / f"worker-{len(self.workers)}.log"), **kwargs).start()
         self.workers.append(worker)
         return worker

@@ -174,3 +174,19 @@ class FakeRuntime:
 
     def leave_lines(self, recording_id: str) -> None:
         self.in_line.pop(recording_id, None)
+
+
+def wait_until(check, what: str, timeout_s: float = 30.0, step_s: float = 0.1):
+    """Until ``check()`` returns something true (which it returns); fails naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(step_s)
+    return found
+
+
+def md5(path: str) -> str:
+    """The file's MD5, as the sandbox counts transcriptions per file."""
+    with open(path, "rb") as handle:
+        return hashlib.md5(handle.read()).hexdigest()
+

@@ -36,11 +36,16 @@ def main() -> None:
 def worker(ctx: click.Context) -> None:
     """Start a worker; further arguments go to celery worker.
 
+    Unless -P is given, a worker that consumes the uploads queue runs prefork (hashing and
+    transcoding need cores) and any other runs a thread pool of 16 (short HTTP calls: one process,
+    polls on time); docs/operations.md has the measurements and how to size a worker.
+
     \b
     Examples:
       plaud-workers worker                               # all queues, prefork, events on
-      plaud-workers worker -Q plaud.uploads -c 4         # an upload-only worker
-      plaud-workers worker -Q plaud.polls -P threads -c 50
+      plaud-workers worker -Q plaud.uploads -c 4         # an upload-only worker (prefork)
+      plaud-workers worker -Q celery,plaud.api           # entry, submits, delivers: 16 threads
+      plaud-workers worker -Q plaud.polls -c 50          # polls: 50 threads
     """
     from plaud.config import PlaudConfig
     from plaud.errors import ConfigError
@@ -53,8 +58,9 @@ def worker(ctx: click.Context) -> None:
         raise click.ClickException(f"cannot start: {exc}") from None
     click.echo(f"plaud-workers worker: talking to {config.describe()}", err=True)
     from workers.celery_app import app
+    from workers.pools import default_pool_args
 
-    app.worker_main(["worker", "--loglevel", "INFO", "-E", *ctx.args])
+    app.worker_main(["worker", "--loglevel", "INFO", "-E", *ctx.args, *default_pool_args(ctx.args)])
 
 
 @main.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import requests
 from plaud.sandbox.testaudio import make_recording
 from tasks import names
 from tests.conftest import PipelineStack
-from tests.helpers import outcome
+from tests.helpers import md5, outcome, wait_until
 
 CLI = [sys.executable, "-m", "workers.cli"]
 # One Transcription API request a minute, and room to upload one recording ahead of its submit:
@@ -25,25 +24,12 @@ TIGHT = {"PLAUD_TX_RATE_LIMIT": "1/m", "PLAUD_DOWNLOAD_URL_TTL_S": "120", "PLAUD
          "PLAUD_PARALLEL_PARTS": "1"}
 
 
-def md5(path):
-    with open(path, "rb") as handle:
-        return hashlib.md5(handle.read()).hexdigest()
-
-
 def cli(stack, *args):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **stack.env})
 
 
 def sandbox_stats(stack):
     return requests.get(stack.env["PLAUD_BASE_URL"].replace("/developer/api", "/_sandbox/stats"), timeout=10).json()
-
-
-def wait_until(check, what, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.1)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def test_the_compose_services_run_a_recording_through(compose, tmp_path, good_fi
             assert command[0] == "worker"
             queues = tuple(command[command.index("-Q") + 1].split(","))
             worker = WorkerProcess(env_of(name), queues=queues, concurrency=int(command[command.index("-c") + 1]),
+                                   pool=command[command.index("-P") + 1],
                                    name=name, logfile=str(tmp_path / f"{name}.log")).start()
             started.append(worker)
 

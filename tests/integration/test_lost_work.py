@@ -13,7 +13,7 @@ import pytest
 
 from tasks import names
 from tests.conftest import PipelineStack
-from tests.helpers import outcome, wait_for_state
+from tests.helpers import outcome, wait_for_state, wait_until
 
 NO_POLLS = (names.ENTRY_QUEUE, names.API_QUEUE, names.UPLOADS_QUEUE)
 
@@ -33,16 +33,6 @@ def message_args(raw: bytes) -> list:
     return json.loads(body)[0]
 
 
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_deleted_poll_message_is_replaced_by_the_reconciler(stack, good_files):
     path, text = good_files[0]
     stack.start_worker(queues=NO_POLLS)  # with beat; nothing consumes plaud.polls yet
@@ -52,7 +42,7 @@ def test_a_deleted_poll_message_is_replaced_by_the_reconciler(stack, good_files)
     def queued_poll():
         return [raw for raw in stack.redis.lrange(names.POLLS_QUEUE, 0, -1) if message_args(raw)[0] == recording_id]
 
-    [message] = wait_for(queued_poll, what="the poll message in plaud.polls")
+    [message] = wait_until(queued_poll, "the poll message in plaud.polls")
     assert stack.redis.lrem("plaud.polls", 0, message) == 1
     assert stack.redis.llen("plaud.polls") == 0
     assert stack.record(recording_id)["state"] == "SUBMITTED"
@@ -90,3 +80,29 @@ def test_a_stage_message_dropped_with_its_dying_worker(stack, configure, tmp_pat
     assert isinstance(result, dict) and result["text"] == "dropped and found", result
     record = stack.record(recording_id)
     assert int(record["reconciled"]) >= 1 and int(record["submit_requests"]) == 1
+
+
+def test_a_thread_pool_polls_worker_killed_with_the_polls_it_held(stack, configure, good_files):
+    """A thread pool is one process: SIGKILL takes every countdown poll it held. Its messages stay
+    unacked in Redis (until the visibility timeout) and the reconciler re-drives each recording."""
+    configure(processing_base_s=6.0)  # jobs outlast the first probes: the polls wait in countdowns
+    stack.env["PLAUD_EXPECTED_BASE_S"] = "6"
+    stack.start_worker(queues=NO_POLLS)  # with beat
+    polls = stack.start_worker(queues=(names.POLLS_QUEUE,), pool="threads", concurrency=16, extra_args=())
+    run = f"threadskill-{time.time_ns()}"
+    handles = {f"{run}-{i}": stack.send(source=good_files[i][0], recording_id=f"{run}-{i}") for i in range(3)}
+
+    def held_polls():
+        held = [json.loads(raw)[0] for raw in stack.redis.hvals("unacked")]
+        mine = {message_args(json.dumps(m).encode())[0] for m in held if m["headers"]["task"] == names.POLL}
+        return mine >= set(handles)
+
+    wait_until(held_polls, "the polls worker holding a countdown poll of each recording")
+    polls.kill()
+    stack.start_worker(queues=(names.POLLS_QUEUE,), pool="threads", concurrency=16, extra_args=())
+    for recording_id, handle in handles.items():
+        result = outcome(handle, timeout_s=90)
+        assert isinstance(result, dict), (recording_id, result)
+        record = stack.record(recording_id)
+        assert record["state"] == "SUCCEEDED" and int(record["submit_requests"]) == 1
+        assert int(record["reconciled"]) >= 1  # recovered by the reconciler, not by a redelivery

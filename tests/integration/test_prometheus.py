@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import PipelineStack
-from tests.helpers import outcome
+from tests.helpers import outcome, wait_until
 
 RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "deploy", "prometheus", "alerts.yml")
@@ -28,14 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(check, what, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.2)
-    return found
 
 
 class FailingHook:
@@ -70,7 +62,7 @@ def observed(sandbox_thread, tmp_path_factory):
     exporter = subprocess.Popen([sys.executable, "-m", "workers.cli", "metrics", "--port", "0", "--address",
                                  "127.0.0.1"], env={**os.environ, **stack.env}, stderr=subprocess.PIPE, text=True)
     assert exporter.stderr is not None
-    line = wait_for(lambda: exporter.stderr.readline() or exporter.poll() is not None, "the exporter's address")
+    line = wait_until(lambda: exporter.stderr.readline() or exporter.poll() is not None, "the exporter's address")
     match = re.search(r"serving (http://\S+)", str(line))
     assert match, line
     metrics_url = match.group(1)
@@ -92,7 +84,7 @@ def observed(sandbox_thread, tmp_path_factory):
         except requests.ConnectionError:
             return False
 
-    wait_for(ready, "Prometheus ready")
+    wait_until(ready, "Prometheus ready")
     yield stack, api, metrics_url
     for process in (prometheus, exporter):
         process.terminate()
@@ -123,7 +115,7 @@ def test_prometheus_sees_what_the_records_say(observed, good_files, tmp_path):
     handles = {rid: stack.send(recording_id=rid, **kwargs) for rid, kwargs in sends.items()}
     for handle in handles.values():
         outcome(handle, timeout_s=60)
-    wait_for(lambda: stack.record(f"{run}-hooked").get("webhook_status") == "failed", "the webhook given up")
+    wait_until(lambda: stack.record(f"{run}-hooked").get("webhook_status") == "failed", "the webhook given up")
     records = {rid: stack.record(rid) for rid in sends}
     succeeded = [r for r in records.values() if r["state"] == "SUCCEEDED"]
     failed = [r for r in records.values() if r["state"] == "FAILED"]
@@ -131,8 +123,8 @@ def test_prometheus_sees_what_the_records_say(observed, good_files, tmp_path):
     failure = json.loads(failed[0]["failure"])
 
     # Prometheus has scraped since the last recording ended.
-    wait_for(lambda: one(api, 'sum(plaud_recordings_ended_total)') == 5, "Prometheus to see the five ended")
-    wait_for(lambda: one(api, 'sum(plaud_webhook_deliveries_total{outcome="given_up"})') == 1,
+    wait_until(lambda: one(api, 'sum(plaud_recordings_ended_total)') == 5, "Prometheus to see the five ended")
+    wait_until(lambda: one(api, 'sum(plaud_webhook_deliveries_total{outcome="given_up"})') == 1,
              "Prometheus to see the webhook given up")
     assert query(api, "plaud_recordings_ended_total") == {
         (("state", "SUCCEEDED"), ("tenant", "acme")): 3, (("state", "SUCCEEDED"), ("tenant", "default")): 1,

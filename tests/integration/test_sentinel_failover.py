@@ -9,7 +9,6 @@ mid-batch. Every recording must still succeed, with one Plaud task per file.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
@@ -20,6 +19,7 @@ from tasks import names
 from tasks.redis_connection import connect
 from tasks.settings import PipelineSettings
 from tests.conftest import PIPELINE_ENV
+from tests.helpers import md5, wait_until
 from workers.local_sentinel import MASTER_NAME, SentinelCluster
 from workers.local_stack import WorkerProcess
 
@@ -27,19 +27,6 @@ REDIS_PASSWORD = "failover-redis-password-5c1e"
 SENTINEL_PASSWORD = "failover-sentinel-password-8a2d"
 RECORDINGS = 10
 KILL_AFTER_ENQUEUED = 4
-
-
-def md5(path):
-    with open(path, "rb") as handle:
-        return hashlib.md5(handle.read()).hexdigest()
-
-
-def wait_until(check, what, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.2)
-    return found
 
 
 def enqueue_all(app, batch, enqueued, errors, gap_s):

@@ -1,0 +1,44 @@
+"""Which pool a worker runs when it is not told: chosen by the queues it consumes (BENCHMARKS.md).
+
+Submits, polls, delivers, webhooks and entry tasks are short HTTP calls and Redis commands: a
+thread pool runs them in one process, with no children to warm up and nothing copied per process,
+and keeps countdown polls on time (measured: 2,000 recordings in flight, threads -c 16 at 174 MiB
+PSS with poll lateness p99 0.26 s; prefork -c 8 at 769 MiB with p99 28 s). Uploads hash and may
+transcode, which needs cores: a worker that consumes the uploads queue stays on prefork.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tasks.names import UPLOADS_QUEUE, WORKER_QUEUES
+
+THREADS_CONCURRENCY = 16  # threads per worker of the HTTP-bound roles, unless told
+
+
+def queues_in(args: Sequence[str]) -> tuple[str, ...]:
+    """The queues a `celery worker` command line consumes (every worker queue when it names none)."""
+    for i, arg in enumerate(args):
+        if arg in ("-Q", "--queues") and i + 1 < len(args):
+            return tuple(q for q in args[i + 1].split(",") if q)
+        if arg.startswith("--queues="):
+            return tuple(q for q in arg.split("=", 1)[1].split(",") if q)
+        if arg.startswith("-Q") and len(arg) > 2:
+            return tuple(q for q in arg[2:].split(",") if q)
+    return WORKER_QUEUES
+
+
+def gives(args: Sequence[str], *options: str) -> bool:
+    return any(arg in options or any(arg.startswith(o + "=") or (len(o) == 2 and arg.startswith(o) and
+                                                                 len(arg) > 2) for o in options)
+               for arg in args)
+
+
+def default_pool_args(args: Sequence[str]) -> list[str]:
+    """The pool arguments to add to a `celery worker` command line that chose none."""
+    if gives(args, "-P", "--pool"):
+        return []
+    if UPLOADS_QUEUE in queues_in(args):
+        return ["--pool", "prefork"]
+    return ["--pool", "threads"] + ([] if gives(args, "-c", "--concurrency") else
+                                    ["--concurrency", str(THREADS_CONCURRENCY)])
