@@ -180,11 +180,12 @@ local function next_room_us()
   return wait
 end
 
--- A slot freed without a request on it (an unused grant) gives its time back to the pace too.
+-- A slot freed without a request on it (an unused grant) gives its time back to the pace too (a
+-- pace already caught up with now has nothing to give back: its burst is whole).
 local function free_slot(kind, slot)
   redis.call('ZREM', KEYS[1], slot)
   redis.call('ZREM', KIND[kind].slots, slot)
-  if paced then set_pace(pace_due() - pace_us) end
+  if paced then set_pace(math.max(pace_due() - pace_us, now)) end
 end
 
 local function trim()

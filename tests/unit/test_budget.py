@@ -311,13 +311,17 @@ def test_over_a_long_backlog_the_pace_sends_the_whole_limit_every_window(redis_c
 
 
 def test_a_grant_given_up_gives_its_time_back_to_the_pace(redis_client):
-    b = budget(redis_client, limit=120, slices=120, grant_ttl_s=10.0)  # a burst of one: a grant every gap
+    b = budget(redis_client, limit=4, slices=4, grant_ttl_s=10.0)  # a burst of one, then one every 15.25 s
     gap_us = b.pace_us
+    assert (b.pace_burst, gap_us) == (1, WINDOW // 4)
     fill(b, 3)  # r0 sent; r1, r2 wait
     assert b.release(now_us=T0 + gap_us).granted == [(SUBMIT, "r1")]
-    # r1's task is lost: at its grant's ttl its slot and its turn of the pace go to r2 at once.
+    # r1's task is lost: at its grant's ttl (10 s, before the pace's next turn) its slot and its turn
+    # of the pace go to r2 at once; without the pace's turn back, r2 would wait another 5.25 s.
     release = b.release(now_us=T0 + gap_us + 10 * S)
     assert release.expired == [(SUBMIT, "r1")] and release.granted == [(SUBMIT, "r2")]
+    # Given back once only: the pace's burst is still one.
+    assert not b.take(SUBMIT, "r3", now_us=T0 + gap_us + 10 * S)
 
 
 def test_one_slice_is_unpaced_and_a_budget_of_few_requests_needs_no_pace(redis_client):
