@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-fast lint bench system-packages test-packages clean
+.PHONY: demo test test-fast lint bench system-packages test-packages prometheus-package clean
 
 system-packages:
 	@missing=""; \
@@ -27,17 +27,19 @@ $(BIN)/plaud-workers: pyproject.toml
 demo: system-packages $(BIN)/plaud-workers
 	$(BIN)/plaud-workers demo
 
-test-packages:
-	@command -v chromium >/dev/null || { echo "installing Debian package: chromium (the Flower browser test)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+prometheus-package:
 	@command -v prometheus >/dev/null || { echo "installing Debian package: prometheus (the exporter test, promtool)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	  --no-install-recommends prometheus; }
 
+test-packages: prometheus-package
+	@command -v chromium >/dev/null || { echo "installing Debian package: chromium (the Flower browser test)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 test: system-packages test-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest
 
-test-fast: system-packages $(BIN)/plaud-workers
+test-fast: system-packages prometheus-package $(BIN)/plaud-workers
 	$(BIN)/python -m pytest -m "not slow and not browser and not chaos"
 
 lint: system-packages $(BIN)/plaud-workers
