@@ -48,10 +48,11 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
 
 def observe_success(connection: Any, record: Record, now: float) -> None:
     """The figures of a recording that just succeeded, for the metrics (once: on the transition)."""
-    metrics.observe(connection, metrics.RECORDING_SECONDS, now - record.number("created_at", now))
-    metrics.observe(connection, metrics.POLLS_PER_RECORDING, record.number("polls"))
+    observations = [(metrics.RECORDING_SECONDS, now - record.number("created_at", now)),
+                    (metrics.POLLS_PER_RECORDING, record.number("polls"))]
     seen_at = record.number("done_seen_at")
-    if seen_at:  # the last poll before it that found the job unfinished, else the submit
-        last_unfinished = max(record.number("at_PROCESSING"), record.number("submitted_at"))
-        if last_unfinished:
-            metrics.observe(connection, metrics.DETECTION_SECONDS, max(seen_at - last_unfinished, 0.0))
+    # From the last poll before it that found the job unfinished, else the submit.
+    last_unfinished = max(record.number("at_PROCESSING"), record.number("submitted_at"))
+    if seen_at and last_unfinished:
+        observations.append((metrics.DETECTION_SECONDS, max(seen_at - last_unfinished, 0.0)))
+    metrics.observe_all(connection, observations)

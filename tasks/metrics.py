@@ -93,14 +93,20 @@ def count(connection: Any, metric: CounterMetric, *label_values: str, n: int = 1
 
 
 def observe(connection: Any, metric: HistogramMetric, value: float) -> None:
+    observe_all(connection, [(metric, value)])
+
+
+def observe_all(connection: Any, observations: list[tuple[HistogramMetric, float]]) -> None:
+    """Several observations in one round trip; each histogram's bucket, sum and count move together."""
     try:
-        pipe = connection.pipeline(transaction=True)  # the buckets, sum and count move together
-        pipe.hincrby(metric.key, metric.bucket_of(value), 1)
-        pipe.hincrbyfloat(metric.key, "sum", value)
-        pipe.hincrby(metric.key, "count", 1)
+        pipe = connection.pipeline(transaction=True)
+        for metric, value in observations:
+            pipe.hincrby(metric.key, metric.bucket_of(value), 1)
+            pipe.hincrbyfloat(metric.key, "sum", value)
+            pipe.hincrby(metric.key, "count", 1)
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("metric %s not observed: %s", metric.name, exc)
+        log.warning("metrics %s not observed: %s", ", ".join(m.name for m, _ in observations), exc)
 
 
 def read_counter(connection: Any, metric: CounterMetric) -> dict[tuple[str, ...], float]:

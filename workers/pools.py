@@ -28,10 +28,10 @@ def queues_in(args: Sequence[str]) -> tuple[str, ...]:
     return WORKER_QUEUES
 
 
-def gives(args: Sequence[str], *options: str) -> bool:
-    return any(arg in options or any(arg.startswith(o + "=") or (len(o) == 2 and arg.startswith(o) and
-                                                                 len(arg) > 2) for o in options)
-               for arg in args)
+def gives(args: Sequence[str], short: str, long: str) -> bool:
+    """Whether the command line sets an option, in any of its forms: ``-c 8``, ``-c8``, ``--concurrency 8``
+    or ``--concurrency=8``."""
+    return any(arg.startswith(short) or arg == long or arg.startswith(long + "=") for arg in args)
 
 
 def default_pool_args(args: Sequence[str]) -> list[str]:
