@@ -7,9 +7,10 @@
 The parts are real: a private redis-server writing an AOF (fsync always), a sandbox with seeded
 faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, the transcription budget
 ``--rate``, tight enough by default that requests wait for it as data while workers die),
-worker processes, one beat (the reconciler), Flower, and a client thread that enqueues the
-batch by name over a while, retrying a failed enqueue with the same recording id, as a
-service should. On one timeline:
+worker processes (by turns every queue on prefork, and entry, API and polls on a thread pool,
+as ``plaud-workers worker`` chooses by default), one beat (the reconciler), Flower, and a client
+thread that enqueues the batch by name over a while, retrying a failed enqueue with the same
+recording id, as a service should. On one timeline:
 
 - every few seconds (seeded) a pool child or a whole worker is SIGKILLed; a dead worker is
   started again;
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                # Short clocks so the reconciler acts within the run: a recording with no live stage
                # for 15 s is re-driven; leases lapse 10 s after a worker dies.
                "PLAUD_RECONCILE_EVERY_S": "5", "PLAUD_RECONCILE_GRACE_S": "15", "PLAUD_LEASE_TTL_S": "10",
-               "PLAUD_POLL_COUNTDOWN_CAP_S": "20", "PLAUD_UPLOAD_TIME_LIMIT_S": "60", "PLAUD_API_TIME_LIMIT_S": "30",
+               "PLAUD_POLL_HOLD_HORIZON_S": "2", "PLAUD_UPLOAD_TIME_LIMIT_S": "60", "PLAUD_API_TIME_LIMIT_S": "30",
                "PLAUD_VISIBILITY_TIMEOUT_S": "120",
                # Within the submit's time limit above: a submit rides out the 30-s freeze, not beyond.
                "PLAUD_REDIS_FAILOVER_WAIT_S": "40", **server.env}
@@ -309,6 +310,7 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
         "enqueue_error_example": next((e for b in batch for e in b.errors), None),
         "longest_enqueue_call_s": round(max(b.longest_call_s for b in batch), 2),
         "kills": len(kills), "whole_workers_killed": sum(1 for k in kills if k.startswith("whole")),
+        "thread_pool_workers_killed": sum(1 for k in kills if "thread pool" in k),
         "workers_exited_by_themselves": sum(1 for _, what in events if "exited by itself" in what),
         "events": [f"{t:6.1f} s  {what}" for t, what in events],
         "sandbox_faults": {endpoint: counts for endpoint, counts in stats["requests"].items()

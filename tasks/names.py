@@ -67,6 +67,7 @@ RECENT_INDEX = "plaud:recs:recent"  # sorted set: recordings by last change (lis
 TIMING_KEY = "plaud:timing"  # the learned processing-time model
 UPLOADS_AHEAD = "plaud:uploads:ahead"  # sorted set: recordings uploaded (or uploading) and not yet submitted
 UPLOADS_WAITING = "plaud:uploads:waiting"  # sorted set: recordings waiting for an upload slot, in order
+SLEEPING_POLLS = "plaud:polls:sleeping"  # sorted set: recording id -> when its poll wakes (tasks.sleeping_polls)
 
 # Metrics: workers write them (tasks/metrics.py), the exporter reads them (workers/metrics_exporter.py).
 IN_STATE_PREFIX = "plaud:metrics:in:"  # + live state: sorted set, recording id -> when it entered that state

@@ -21,7 +21,6 @@ from plaud.transcriptions import TranscriptionStatus
 from . import names
 from .failures import FailureKind, StageName
 from .records import Record, RecordingState
-from .runtime import Runtime
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .settings import PipelineSettings
 from .stage import StageTask, budget_place
@@ -68,7 +67,7 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
                 at = now + rt.schedule.next_delay_s(waited_s, fresh_s, rt.budget_slack())
                 raise wait_until(self, recording_id, record, at, {"expected_s": round(fresh_s, 3),
                                                                       **fresh.as_fields()})
-        raise self.retry_in(hop_s(rt, next_poll_at - now, waited_s, expected_s))
+        raise sleep_then_poll(self, recording_id, next_poll_at - now, waited_s, expected_s)
     late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
     if waited_s > rt.settings.poll_deadline_s:
         raise self.failed(recording_id, FailureKind.TIMED_OUT, f"timed out: Plaud had not finished after "
@@ -107,13 +106,13 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     rt.store.transition(recording_id, RecordingState.PROCESSING, {
         "next_poll_at": next_at, "plaud_status": state.raw_status, "polls": polls, "last_poll_late_s": round(late_s, 3),
     }, due_at=next_at + rt.settings.reconcile_grace_s)
-    raise self.retry_in(hop_s(rt, delay, time.time() - submitted_at, expected_s))
+    raise sleep_then_poll(self, recording_id, delay, time.time() - submitted_at, expected_s)
 
 
 def wait_until(task: StageTask, recording_id: str, record: Record, at: float,
-               fields: dict[str, Any] | None = None) -> Retry:
+               fields: dict[str, Any] | None = None) -> Retry | Ignore:
     """Move the next request to ``at`` (in the record, the reconciler's due index and the budget's plan);
-    returns the retry to raise."""
+    returns what to raise (``sleep_then_poll``)."""
     rt = task.rt
     now = time.time()
     rt.store.update(recording_id, {"next_poll_at": at, **(fields or {})})
@@ -121,16 +120,28 @@ def wait_until(task: StageTask, recording_id: str, record: Record, at: float,
     rt.plan_poll(recording_id, at)
     waited_s = now - record.number("submitted_at", now)
     expected_s = (fields or {}).get("expected_s") or record.number("expected_s")
-    return task.retry_in(hop_s(rt, at - now, waited_s, expected_s))
+    return sleep_then_poll(task, recording_id, at - now, waited_s, expected_s)
 
 
-def hop_s(rt: Runtime, remaining_s: float, waited_s: float, expected_s: float) -> float:
-    """How long the task sleeps in the broker before looking again: no request is made on waking early.
+def sleep_then_poll(task: StageTask, recording_id: str, remaining_s: float, waited_s: float,
+                    expected_s: float) -> Retry | Ignore:
+    """This poll again after its next hop; returns the retry (a countdown, within the hold horizon)
+    or the end of this task (the poll sleeps as data until then; ``tasks.sleeping_polls``) to raise."""
+    rt = task.rt
+    hop = hop_s(remaining_s, waited_s, expected_s)
+    if hop <= rt.settings.poll_hold_horizon_s:
+        return task.retry_in(hop)
+    rt.sleeping_polls.sleep(recording_id, time.time() + hop)
+    return Ignore()
 
-    Never past the countdown cap (the broker's visibility timeout is far above it), and before the
-    expected finish at most a third of it, so a re-aim can act on what the fleet learns meanwhile.
+
+def hop_s(remaining_s: float, waited_s: float, expected_s: float) -> float:
+    """How long the poll sleeps before looking again: no request is made on waking early.
+
+    Before the expected finish at most a third of it, so a re-aim can act on what the fleet
+    learns meanwhile.
     """
-    hop = min(remaining_s, rt.settings.poll_countdown_cap_s)
+    hop = remaining_s
     if waited_s < expected_s:
         hop = min(hop, max(expected_s / 3, REAIM_MIN_HOP_S))
     return max(hop, 0.1)

@@ -42,7 +42,6 @@ def redrive(rt: Runtime, recording_id: str, *, task_id: str | None, start: Stage
     older chain that turns up later sees the token changed and stops instead of polling twice."""
     token = uuid.uuid4().hex[:12]
     rt.store.update(recording_id, {"poll_token": token, **(fields or {})})
-    metrics.count(rt.redis, metrics.REDRIVES, start.value)
     pipeline(recording_id, token, task_id=task_id, start=start).apply_async(**options)
 
 
@@ -65,6 +64,10 @@ def sweep(rt: Runtime, now: float | None = None) -> list[str]:
             start = StageName.DELIVER
         rt.store.increment(recording_id, "reconciled")
         rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
+        # A poll still asleep past its due time was missed by every dispatcher (none ran): the
+        # chain enqueued now replaces it, so no dispatcher wakes a second one later.
+        rt.sleeping_polls.forget(recording_id)
+        metrics.count(rt.redis, metrics.REDRIVES, start.value)
         redrive(rt, recording_id, task_id=record.get("task_id"), start=start, fields={"reconciled_at": now})
         log.warning("recording %s was overdue in %s; re-enqueued from %s", recording_id, record.state.value,
                     start.value)

@@ -22,6 +22,7 @@ from .records import RecordStore
 from .redis_connection import connect
 from .schedule import PollSchedule
 from .settings import PipelineSettings
+from .sleeping_polls import SleepingPolls
 from .timing import TimingModel
 from .upload_slots import UploadSlots
 
@@ -36,6 +37,7 @@ class Runtime:
     schedule: PollSchedule
     timing: TimingModel
     upload_slots: UploadSlots | None  # None: no fleet budget, so submits never fall behind uploads
+    sleeping_polls: SleepingPolls
 
     @classmethod
     def build(cls, settings: PipelineSettings, config: PlaudConfig) -> Runtime:
@@ -55,7 +57,7 @@ class Runtime:
                                 max_interval_s=settings.poll_max_interval_s,
                                 fixed_interval_s=settings.poll_fixed_interval_s),
                    TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf),
-                   upload_slots)
+                   upload_slots, SleepingPolls(connection))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
@@ -110,6 +112,7 @@ class Runtime:
             self.client.budget.cancel(recording_id)
         if self.upload_slots is not None:
             self.upload_slots.done(recording_id)
+        self.sleeping_polls.forget(recording_id)
 
     def plan_nothing_more(self, recording_id: str) -> None:
         """The recording is done with Plaud's Transcription API (finished or failed)."""

@@ -17,9 +17,10 @@ fraction of the time already waited (5 % with slack, up to 20 % without; 2 s to 
 job that runs long costs a few more polls, not hundreds, and the detection delay stays a small
 share of the processing time.
 
-This decides when the next *request* is made. The poll task re-enqueues itself in hops no
-longer than the countdown cap (well below the broker's visibility timeout); a hop that arrives
-before the target makes no request.
+This decides when the next *request* is made. The poll task re-enqueues itself in hops: as a
+countdown when the hop is within the hold horizon, else as data in Redis that a dispatcher turns
+back into a countdown when it comes within the horizon (``tasks.sleeping_polls``). A hop that
+arrives before the target makes no request.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ from plaud.errors import ConfigError
 from .redis_urls import is_sentinel_url, parse_sentinel_url
 
 DAY_S = 86400
+# A hold horizon below this would have every dispatcher look for sleeping polls many times a second.
+MIN_HOLD_HORIZON_S = 1.0
+# Replaced by PLAUD_POLL_HOLD_HORIZON_S; refused rather than ignored, so no one believes it still acts.
+RETIRED_COUNTDOWN_CAP = "PLAUD_POLL_COUNTDOWN_CAP_S"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class PipelineSettings:
     stage_attempts: int = 8
     poll_error_attempts: int = 20
     poll_deadline_s: int = 6 * 3600
-    poll_countdown_cap_s: int = 300  # the longest single countdown, kept far below the visibility timeout
+    # The longest countdown of a poll: one with longer to wait sleeps as data in Redis instead, not
+    # as a task a worker holds (tasks.sleeping_polls), so workers hold only the next horizon's polls.
+    poll_hold_horizon_s: float = 20.0
     poll_max_interval_s: float = 120.0
     poll_min_interval_s: float = 2.0
     # The prior of the processing-time model the fleet learns (tasks.timing).
@@ -77,10 +83,13 @@ class PipelineSettings:
             raise ConfigError(f"PLAUD_REDIS_FAILOVER_WAIT_S ({self.redis_failover_wait_s:g}) must be below "
                               f"PLAUD_UPLOAD_TIME_LIMIT_S ({self.upload_time_limit_s}): a submit waits that long for "
                               f"Redis within its time limit")
-        longest_wait = max(self.poll_countdown_cap_s, self.upload_time_limit_s, self.api_time_limit_s)
+        if self.poll_hold_horizon_s < MIN_HOLD_HORIZON_S:
+            raise ConfigError(f"PLAUD_POLL_HOLD_HORIZON_S ({self.poll_hold_horizon_s:g}) must be at least "
+                              f"{MIN_HOLD_HORIZON_S:g} s: every dispatcher looks for sleeping polls at half of it")
+        longest_wait = max(self.poll_hold_horizon_s, self.upload_time_limit_s, self.api_time_limit_s)
         if self.visibility_timeout_s < 2 * longest_wait:
             raise ConfigError(f"PLAUD_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice the "
-                              f"longest countdown or stage ({longest_wait} s), or Redis redelivers tasks still "
+                              f"longest countdown or stage ({longest_wait:g} s), or Redis redelivers tasks still "
                               f"running or waiting")
 
     webhook_secret: str = field(default="", repr=False)
@@ -109,6 +118,9 @@ class PipelineSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if environ is None else environ
+        if env.get(RETIRED_COUNTDOWN_CAP, "").strip():
+            raise ConfigError(f"{RETIRED_COUNTDOWN_CAP} is retired: a poll waits at most PLAUD_POLL_HOLD_HORIZON_S "
+                              f"as a countdown and longer as data in Redis; set that instead (or unset it)")
         values: dict[str, object] = {}
         for name, var in (("redis_url", "REDIS_URL"), ("broker_url", "CELERY_BROKER_URL"),
                           ("result_backend", "CELERY_RESULT_BACKEND")):

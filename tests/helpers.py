@@ -163,10 +163,12 @@ class FakeRuntime:
 
     def __init__(self, store: Any) -> None:
         from tasks.settings import PipelineSettings
+        from tasks.sleeping_polls import SleepingPolls
 
         self.store = store
         self.redis = store.redis
         self.settings = PipelineSettings()
+        self.sleeping_polls = SleepingPolls(store.redis)
         self.in_line: dict[str, str] = {}  # recording id -> what it waits for in line
 
     def in_line_for(self, recording_id: str) -> str | None:
@@ -174,6 +176,7 @@ class FakeRuntime:
 
     def leave_lines(self, recording_id: str) -> None:
         self.in_line.pop(recording_id, None)
+        self.sleeping_polls.forget(recording_id)
 
 
 def wait_until(check, what: str, timeout_s: float = 30.0, step_s: float = 0.1):

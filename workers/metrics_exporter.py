@@ -81,6 +81,7 @@ class PipelineCollector(Collector):
         yield from self._recordings(connection, now)
         yield from self._budget()
         yield from self._queues(connection)
+        yield from self._sleeping_polls(now)
         for counter in metrics.COUNTERS:
             family = CounterMetricFamily(counter.name, counter.help, labels=list(counter.labels))
             for labels, value in sorted(metrics.read_counter(connection, counter).items()):
@@ -163,6 +164,19 @@ class PipelineCollector(Collector):
             uploads.add_metric(["waiting"], float(queue.waiting))
             uploads.add_metric(["capacity"], float(queue.capacity))
             yield uploads
+
+    def _sleeping_polls(self, now: float) -> Iterator[Any]:
+        sleeping = self.rt.sleeping_polls
+        count = GaugeMetricFamily("plaud_polls_sleeping", "Polls waiting as data in Redis for their next look "
+                                                          "to come within the hold horizon (held by no worker).")
+        count.add_metric([], float(sleeping.count()))
+        yield count
+        next_wake = sleeping.next_wake_s()
+        late = GaugeMetricFamily("plaud_polls_sleeping_late_seconds",
+                                 "How long past its wake time the soonest sleeping poll is still asleep: above a "
+                                 "few seconds, no dispatcher is waking polls (no worker runs).")
+        late.add_metric([], max(now - next_wake, 0.0) if next_wake is not None else 0.0)
+        yield late
 
     def _queues(self, connection: Any) -> Iterator[Any]:
         pipe = connection.pipeline(transaction=False)

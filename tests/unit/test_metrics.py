@@ -107,6 +107,18 @@ def test_queues_count_what_waits_in_the_list_and_what_workers_hold(rt):
     assert found[("plaud_queue_consumers", (("queue", "celery"),))] == 0
 
 
+def test_sleeping_polls_are_counted_and_a_missed_wake_shows_as_lateness(rt):
+    found = scrape(rt)
+    assert found[("plaud_polls_sleeping", ())] == 0 and found[("plaud_polls_sleeping_late_seconds", ())] == 0
+    now = time.time()
+    rt.sleeping_polls.sleep("on-time", now + 600)
+    assert scrape(rt)[("plaud_polls_sleeping_late_seconds", ())] == 0  # waking in the future: not late
+    rt.sleeping_polls.sleep("missed", now - 90)  # no dispatcher woke it
+    found = scrape(rt)
+    assert found[("plaud_polls_sleeping", ())] == 2
+    assert 90 <= found[("plaud_polls_sleeping_late_seconds", ())] < 100
+
+
 def test_the_budget_and_the_timing_estimate_are_read_as_they_are(rt):
     rt.client.budget.take("submit", "r1")
     found = scrape(rt)
