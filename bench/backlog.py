@@ -194,7 +194,7 @@ def run_drain(n: int, rate_text: str, *, concurrency: int, last_after_s: float, 
                 stats = admin(sandbox.origin, "stats")
                 arrivals = sandbox_arrivals(admin, sandbox.origin)
                 queues = {q: int(r.llen(q)) for q in (*BROKER_QUEUES, names.POLLS_QUEUE)}
-                unacked = int(r.hlen("unacked"))
+                unacked = int(r.hlen(names.KOMBU_UNACKED))
             finally:
                 worker.stop()
             problems = log_problems(worker.log_text())
@@ -504,7 +504,7 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: 
                         sampler.stop()
                         raise TimeoutError(
                             f"the backlog of {n} did not settle in {settle_timeout_s:.0f} s: {existing} records, "
-                            f"queues {queued}, unacked {r.hlen('unacked')}; worker log {worker.logfile}:\n"
+                            f"queues {queued}, unacked {r.hlen(names.KOMBU_UNACKED)}; worker log {worker.logfile}:\n"
                             f"{worker.log_tail(15)}")
                     if time.monotonic() >= next_report:
                         log(f"memory: {existing} of {n} records, queues {queued}, after {elapsed:.0f} s; "
@@ -520,7 +520,7 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: 
                 states = collections.Counter(_text(row["state"]) or "missing" for row in rows)
                 waiting = collections.Counter(_text(row["waiting_for"]) or "-" for row in rows)
                 queues = {q: int(r.llen(q)) for q in (*BROKER_QUEUES, names.POLLS_QUEUE)}
-                unacked = int(r.hlen("unacked"))
+                unacked = int(r.hlen(names.KOMBU_UNACKED))
                 census = key_census(r, run)
                 stats = admin(sandbox.origin, "stats")
             finally:

@@ -78,6 +78,7 @@ HISTOGRAM_PREFIX = "plaud:metrics:hist:"  # + metric name: hash bucket bound -> 
 WORKER_PREFIX = "plaud:workers:"  # + worker name: the queues it consumes (json), gone unless renewed
 # kombu's Redis transport: every message a worker holds and has not acked (prefetched, or a countdown).
 KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"  # sorted set beside it: when each held message was delivered
 
 
 def record_key(recording_id: str) -> str:

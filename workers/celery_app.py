@@ -110,7 +110,7 @@ def fail_rejected_message(sender: Any = None, message: object = None, exc: Excep
     task_id = headers.get("id") or (getattr(message, "properties", None) or {}).get("correlation_id")
     reason = (f"the message for {headers.get('task', 'an unknown task')} was dropped: "
               f"{exc or 'it is not a Celery task message'}; plaud-workers takes JSON task messages "
-              f"(Celery message protocol 2), e.g. send_task('plaud.transcribe', kwargs={{...}})")
+              f"(Celery message protocol 2), e.g. send_task('{names.TRANSCRIBE}', kwargs={{...}})")
     logging.getLogger("plaud.worker").error("rejected message %s: %s", task_id or "(no id)", reason)
     if task_id and sender is not None:
         sender.app.backend.mark_as_failure(task_id, RejectedMessage(reason))

@@ -13,23 +13,13 @@ import time
 
 import redis
 
+from plaud.processes import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM, and SIGKILL if it has not exited within ``timeout_s``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class RedisServer:

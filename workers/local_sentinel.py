@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from .local_redis import free_port, stop_process
+from plaud.processes import stop_process
+
+from .local_redis import free_port
 
 T = TypeVar("T")
 MASTER_NAME = "plaud-master"

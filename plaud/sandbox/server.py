@@ -27,6 +27,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ..processes import stop_process
 from . import api, storage
 from .base import JSON_BODY_MAX_BYTES, ApiError, JsonHandler, NotFoundHandler, SandboxContext
 from .settings import SandboxSettings, SettingsError
@@ -284,13 +285,8 @@ class SandboxProcess:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s=15)
 
     def __enter__(self) -> SandboxProcess:
         return self.start()

@@ -67,7 +67,7 @@ def test_compose_shape(compose):
         if name.startswith("worker-"):
             assert "ports" not in service and service["stop_grace_period"] == "2m"
     queues = ",".join(services[n]["command"][2] for n in ("worker-api", "worker-uploads", "worker-polls"))
-    assert set(queues.split(",")) == {"celery", "plaud.api", "plaud.uploads", "plaud.polls"}
+    assert set(queues.split(",")) == set(names.WORKER_QUEUES)
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command and "--requirepass" in redis_command
     assert services["flower"]["environment"]["FLOWER_PERSISTENT"] == "True"

@@ -10,12 +10,14 @@ import time
 import pytest
 import requests
 
+from tasks import names
 from tests.browser import ARTIFACTS, render, table_rows
 from tests.helpers import outcome, wait_http_ok
 from workers.flower_view import flower_environment
 from workers.local_redis import free_port
 
 USER, PASSWORD = "admin", "flower-test-password"
+STAGES = (names.UPLOAD, names.SUBMIT, names.POLL, names.DELIVER)
 
 
 @pytest.fixture
@@ -53,9 +55,9 @@ def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_
     # entry task's id is carried by the chain's last task, so it ends as plaud.deliver.
     tasks = requests.get(f"{flower}/api/tasks", auth=(USER, PASSWORD), timeout=10).json()
     mine = {t["name"]: t for t in tasks.values() if recording_id in str(t.get("args"))}
-    assert {"plaud.upload", "plaud.submit", "plaud.poll", "plaud.deliver"} <= set(mine), tasks
+    assert set(STAGES) <= set(mine), tasks
     assert all(t["state"] == "SUCCESS" for t in mine.values())
-    assert tasks[handle.id]["name"] == "plaud.deliver" and tasks[handle.id]["state"] == "SUCCESS"
+    assert tasks[handle.id]["name"] == names.DELIVER and tasks[handle.id]["state"] == "SUCCESS"
     assert "flowersecret123" not in str(tasks)
     # The reconciler ticks every second here (PLAUD_RECONCILE_EVERY_S=1) and Flower sees none of it.
     deadline = time.monotonic() + 30
@@ -63,7 +65,7 @@ def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_
         assert time.monotonic() < deadline, "beat sent no reconciler tick while Flower watched"
         time.sleep(0.2)
     tasks = requests.get(f"{flower}/api/tasks", auth=(USER, PASSWORD), timeout=10).json()
-    assert not [t for t in tasks.values() if t["name"] == "plaud.reconcile"], tasks
+    assert not [t for t in tasks.values() if t["name"] == names.RECONCILE], tasks
 
     # The same in the browser: log in, let the AJAX rows load, and look.
     authed = flower.replace("http://", f"http://{USER}:{PASSWORD}@")
@@ -72,10 +74,10 @@ def test_flower_shows_the_recordings_tasks_and_no_secret(pipeline, flower, good_
     dom = render(f"{authed}/tasks", screenshot=shot)
     # Each of the recording's tasks is a row that shows its name and the recording id side by side.
     rows = table_rows(dom)
-    for name in ("plaud.upload", "plaud.submit", "plaud.poll", "plaud.deliver"):
+    for name in STAGES:
         assert [row for row in rows if name in row and recording_id in row], (name, rows, dom[-3000:])
     assert handle.id in dom and "SUCCESS" in dom
     assert "flowersecret123" not in dom
     assert os.path.getsize(shot) > 10_000
-    detail = render(f"{authed}/task/{mine['plaud.upload']['uuid']}")
+    detail = render(f"{authed}/task/{mine[names.UPLOAD]['uuid']}")
     assert recording_id in detail and "flowersecret123" not in detail

@@ -43,8 +43,8 @@ def test_a_deleted_poll_message_is_replaced_by_the_reconciler(stack, good_files)
         return [raw for raw in stack.redis.lrange(names.POLLS_QUEUE, 0, -1) if message_args(raw)[0] == recording_id]
 
     [message] = wait_until(queued_poll, "the poll message in plaud.polls")
-    assert stack.redis.lrem("plaud.polls", 0, message) == 1
-    assert stack.redis.llen("plaud.polls") == 0
+    assert stack.redis.lrem(names.POLLS_QUEUE, 0, message) == 1
+    assert stack.redis.llen(names.POLLS_QUEUE) == 0
     assert stack.record(recording_id)["state"] == "SUBMITTED"
 
     stack.start_worker(queues=(names.POLLS_QUEUE,), extra_args=())
@@ -67,13 +67,13 @@ def test_a_stage_message_dropped_with_its_dying_worker(stack, configure, tmp_pat
     worker.kill()
     # The upload's message now sits in kombu's unacked hash, to be restored after the visibility
     # timeout. Drop it, as if that had been lost too.
-    unacked = stack.redis.hgetall("unacked")
+    unacked = stack.redis.hgetall(names.KOMBU_UNACKED)
     dropped = [tag for tag, raw in unacked.items()
                if json.loads(raw)[0]["headers"]["task"] == names.UPLOAD
                and message_args(json.dumps(json.loads(raw)[0]).encode())[0] == recording_id]
     assert len(dropped) == 1, unacked
-    stack.redis.hdel("unacked", *dropped)
-    stack.redis.zrem("unacked_index", *dropped)
+    stack.redis.hdel(names.KOMBU_UNACKED, *dropped)
+    stack.redis.zrem(names.KOMBU_UNACKED_INDEX, *dropped)
 
     stack.start_worker()
     result = outcome(handle, timeout_s=120)
@@ -93,7 +93,7 @@ def test_a_thread_pool_polls_worker_killed_with_the_polls_it_held(stack, configu
     handles = {f"{run}-{i}": stack.send(source=good_files[i][0], recording_id=f"{run}-{i}") for i in range(3)}
 
     def held_polls():
-        held = [json.loads(raw)[0] for raw in stack.redis.hvals("unacked")]
+        held = [json.loads(raw)[0] for raw in stack.redis.hvals(names.KOMBU_UNACKED)]
         mine = {message_args(json.dumps(m).encode())[0] for m in held if m["headers"]["task"] == names.POLL}
         return mine >= set(handles)
 

@@ -99,7 +99,7 @@ def test_a_generated_recording_id_and_the_record(pipeline, good_files):
     assert result["segments"][0]["speaker"] == "Speaker 1"
     assert "download_url" in record and "sandbox" not in record["download_url"]  # sealed at rest
     assert record["download_url"].startswith("sealed:v1:")
-    assert pipeline.redis.ttl(f"plaud:rec:{result['recording_id']}") > 6 * 86400
+    assert pipeline.redis.ttl(names.record_key(result['recording_id'])) > 6 * 86400
 
 
 def test_plaud_failure_is_reported(pipeline, configure, good_files):

@@ -150,7 +150,7 @@ def test_the_dispatcher_wakes_a_waiting_submit_when_its_slot_frees(limited_runti
 def test_recordings_still_in_the_broker_count_against_the_budgets_slack(limited_runtime, redis_client):
     limited = limited_runtime("10/m")
     assert limited.budget_slack() == 1.0
-    redis_client.rpush("celery", "entry-1", "entry-2")  # two recordings not yet entered
+    redis_client.rpush(names.ENTRY_QUEUE, "entry-1", "entry-2")  # two recordings not yet entered
     redis_client.rpush(names.API_QUEUE, "entry-3")
     assert limited.entries_waiting() == 3
     assert limited.budget_slack() == pytest.approx(0.4)  # each will submit and poll: 6 of 10

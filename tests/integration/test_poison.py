@@ -42,7 +42,7 @@ def test_poison_messages_fail_alone_with_a_reason(pipeline, good_files):
 
     # The refusals are on the records too, and nothing leaked into the worker's log.
     assert pipeline.record(f"{run}-o")["state"] == "FAILED"
-    assert pipeline.redis.hget(f"plaud:rec:{run}-o", "metadata") is None  # the blob was not stored
+    assert pipeline.redis.hget(names.record_key(f"{run}-o"), "metadata") is None  # the blob was not stored
     log = "".join(w.log_text() for w in pipeline.workers)
     assert "poisonsecret42" not in log
     assert "rejected message" in log and "plaud.transcribe_v2" in log

@@ -16,6 +16,7 @@ from threading import Thread
 import pytest
 import requests
 
+from tasks import names
 from tests.conftest import PipelineStack
 from tests.helpers import outcome, wait_until
 
@@ -143,8 +144,7 @@ def test_prometheus_sees_what_the_records_say(observed, good_files, tmp_path):
     # Nothing is live any more, the budget is the one set, and the worker is seen consuming every queue.
     assert one(api, "plaud_backlog_recordings") == 0 and one(api, "sum(plaud_recordings)") is None
     assert one(api, "plaud_budget_limit_requests") == RATE
-    assert set(query(api, "plaud_queue_consumers > 0")) == {(("queue", q),) for q in
-                                                            ("celery", "plaud.api", "plaud.uploads", "plaud.polls")}
+    assert set(query(api, "plaud_queue_consumers > 0")) == {(("queue", q),) for q in names.WORKER_QUEUES}
     assert one(api, "plaud_exporter_redis_up") == 1
     # The shipped alert rules loaded; none of them fires on this healthy run except the webhook's.
     groups = requests.get(f"{api}/api/v1/rules", timeout=10).json()["data"]["groups"]

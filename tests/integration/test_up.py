@@ -14,12 +14,13 @@ import time
 
 import requests
 
+from tasks import names
 from tasks.settings import PipelineSettings
 from tests.browser import ARTIFACTS, render, table_rows
 from workers.local_redis import free_port
 from workers.local_stack import redis_answers
 
-STAGES = ("plaud.upload", "plaud.submit", "plaud.poll", "plaud.deliver")
+STAGES = (names.UPLOAD, names.SUBMIT, names.POLL, names.DELIVER)
 
 
 class Output:

@@ -12,7 +12,7 @@ import pytest
 from plaud.errors import ConfigError
 from tasks import metrics, reconcile
 from tasks.errors import InvalidRequest
-from tasks.names import DUE_INDEX
+from tasks.names import DUE_INDEX, ENTRY_QUEUE, TRANSCRIBE, record_key
 from tasks.records import RecordingState
 from tasks.schedule import PollSchedule, overdue_fraction
 from tasks.settings import PipelineSettings
@@ -88,7 +88,7 @@ def test_create_is_idempotent(store):
 def test_secret_fields_are_sealed_at_rest(store):
     store.create("r1", {"source": "https://h/a.mp3?X-Amz-Signature=s3cr3t", "webhook_url": "https://h/hook?token=t0k"},
                  due_at=10)
-    raw = b" ".join(store.redis.hvals("plaud:rec:r1"))
+    raw = b" ".join(store.redis.hvals(record_key("r1")))
     assert b"s3cr3t" not in raw and b"t0k" not in raw
     assert store.get("r1").get("source").endswith("s3cr3t")
 
@@ -100,7 +100,7 @@ def test_transitions_are_timestamped_and_terminal_states_stick(store):
     assert store.transition("r1", RecordingState.SUCCEEDED) is RecordingState.FAILED  # refused: stays FAILED
     record = store.get("r1")
     assert record.state is RecordingState.FAILED and record.number("at_UPLOADING") > 0
-    assert store.redis.zscore(DUE_INDEX, "r1") is None and 0 < store.redis.ttl("plaud:rec:r1") <= 3600
+    assert store.redis.zscore(DUE_INDEX, "r1") is None and 0 < store.redis.ttl(record_key("r1")) <= 3600
     assert store.transition("r1", RecordingState.QUEUED, reopen=True) is RecordingState.FAILED
     assert store.transition("missing", RecordingState.UPLOADING) is None
 
@@ -218,16 +218,15 @@ def test_webhooks_need_a_secret_and_callbacks_a_queue_of_their_own():
     with pytest.raises(InvalidRequest, match="no PLAUD_WEBHOOK_SECRET"):
         validate({"source": "/a.mp3", "webhook_url": "https://h/hook"}, webhooks_on=False)
     with pytest.raises(InvalidRequest, match="must not be a queue these workers consume"):
-        validate({"source": "/a.mp3", "callback_task": "x.y", "callback_queue": "celery"})
+        validate({"source": "/a.mp3", "callback_task": "x.y", "callback_queue": ENTRY_QUEUE})
     assert validate({"source": "/a.mp3", "callback_task": "billing.on_transcript"})["callback_task"]
 
 
 def test_the_budget_watches_the_queues_entry_tasks_wait_in():
-    from tasks.names import ENTRY_QUEUE as ENTRY
     from tasks.names import ENTRY_QUEUES
     from workers.celery_app import ROUTES
 
-    assert set(ENTRY_QUEUES) == {ENTRY, ROUTES["plaud.transcribe"]["queue"]}
+    assert set(ENTRY_QUEUES) == {ENTRY_QUEUE, ROUTES[TRANSCRIBE]["queue"]}
 
 
 def test_the_app_settings_that_matter():

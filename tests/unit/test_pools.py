@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.names import API_QUEUE as API
+from tasks.names import ENTRY_QUEUE as ENTRY
+from tasks.names import POLLS_QUEUE as POLLS
+from tasks.names import UPLOADS_QUEUE as UPLOADS
 from workers.pools import THREADS_CONCURRENCY, default_pool_args
 
 THREADS = ["--pool", "threads", "--concurrency", str(THREADS_CONCURRENCY)]
@@ -11,14 +15,14 @@ THREADS = ["--pool", "threads", "--concurrency", str(THREADS_CONCURRENCY)]
 
 @pytest.mark.parametrize(("args", "added"), [
     ([], ["--pool", "prefork"]),  # every queue, uploads included
-    (["-Q", "plaud.uploads"], ["--pool", "prefork"]),
-    (["-Q", "celery,plaud.api,plaud.uploads"], ["--pool", "prefork"]),
-    (["-Q", "celery,plaud.api"], THREADS),
-    (["--queues=plaud.polls"], THREADS),
-    (["-Qplaud.polls"], THREADS),
-    (["-Q", "plaud.polls", "-c", "50"], ["--pool", "threads"]),
-    (["-Q", "plaud.polls", "--concurrency=8"], ["--pool", "threads"]),
-    (["-Q", "plaud.polls", "-P", "prefork"], []),  # told: left alone
+    (["-Q", UPLOADS], ["--pool", "prefork"]),
+    (["-Q", f"{ENTRY},{API},{UPLOADS}"], ["--pool", "prefork"]),
+    (["-Q", f"{ENTRY},{API}"], THREADS),
+    ([f"--queues={POLLS}"], THREADS),
+    ([f"-Q{POLLS}"], THREADS),
+    (["-Q", POLLS, "-c", "50"], ["--pool", "threads"]),
+    (["-Q", POLLS, "--concurrency=8"], ["--pool", "threads"]),
+    (["-Q", POLLS, "-P", "prefork"], []),  # told: left alone
     (["--pool=gevent"], []),
     (["-Pthreads"], []),
 ])
