@@ -452,8 +452,8 @@ def key_census(r: redis_lib.Redis, run: str, sample: int = 100) -> list[dict[str
     return sorted(census, key=lambda c: -c["bytes"])
 
 
-def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: int, settle_timeout_s: float | None,
-               workdir: str) -> dict[str, Any]:
+def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, ttl_s: int, lead_s: int,
+               settle_timeout_s: float | None, workdir: str) -> dict[str, Any]:
     from celery import Celery
 
     from plaud.sandbox import SandboxProcess, admin
@@ -468,7 +468,7 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: 
         with SandboxProcess(*DRAIN_SANDBOX, "--tx-rate-limit", rate_text, "--download-ttl-s", str(ttl_s)) as sandbox:
             env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_TX_RATE_LIMIT": rate_text,
                    "PLAUD_DOWNLOAD_URL_TTL_S": str(ttl_s), "PLAUD_UPLOAD_LEAD_S": str(lead_s)}
-            worker = WorkerProcess(env, concurrency=concurrency, name="backlog-memory").start()
+            worker = WorkerProcess(env, concurrency=concurrency, pool=pool, name="backlog-memory").start()
             assert worker.proc is not None
             pid = worker.proc.pid
             try:
@@ -529,7 +529,7 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: 
     finally:
         server.cleanup()
     return {
-        "kind": "memory", "recordings": n, "rate": rate_text, "concurrency": concurrency,
+        "kind": "memory", "recordings": n, "rate": rate_text, "concurrency": concurrency, "pool": pool,
         "download_url_ttl_s": ttl_s, "upload_lead_s": lead_s, "enqueue_s": round(enqueue_s, 1),
         "settle_s": round(settle_s, 1), "idle": idle, "loaded": loaded, "peak_pss_kib": max(sampler.peak_kib,
                                                                                              loaded["pss_kib"]),
@@ -546,7 +546,8 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, ttl_s: int, lead_s: 
 def report_memory(m: dict[str, Any]) -> None:
     mib = 1024
     print(f"\nBacklog memory: {m['recordings']:,} recordings at R = {m['rate']}, DownloadUrl TTL "
-          f"{m['download_url_ttl_s']} s, upload lead {m['upload_lead_s']} s, one worker -c {m['concurrency']}")
+          f"{m['download_url_ttl_s']} s, upload lead {m['upload_lead_s']} s, one worker -P {m.get('pool', 'prefork')} "
+          f"-c {m['concurrency']}")
     idle, loaded = m["idle"], m["loaded"]
     _table([
         ("enqueue / settle", f"{m['enqueue_s']:.1f} s / {m['settle_s']:.1f} s"),
@@ -603,6 +604,7 @@ def main() -> None:
     parser.add_argument("--recordings", type=int, default=150, help="the burst of the drain (one more follows)")
     parser.add_argument("--rate", default="120/m", help="the Transcription API budget R of the drain")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pool", default="prefork", help="the memory runs' worker pool (prefork or threads)")
     parser.add_argument("--last-after-s", type=float, default=1.0, help="when the one more follows the burst")
     parser.add_argument("--drain-timeout-s", type=float, default=None,
                         help="stop an undrained run after this (default: 15 min or 4x the ideal, the longer)")
@@ -626,7 +628,7 @@ def main() -> None:
             results.append(run_drain(args.recordings, args.rate, concurrency=args.concurrency,
                                      last_after_s=args.last_after_s, timeout_s=args.drain_timeout_s, workdir=workdir))
         for n in args.memory:
-            results.append(run_memory(n, rate_text=args.memory_rate, concurrency=args.concurrency,
+            results.append(run_memory(n, rate_text=args.memory_rate, concurrency=args.concurrency, pool=args.pool,
                                       ttl_s=args.download_ttl_s, lead_s=args.upload_lead_s,
                                       settle_timeout_s=args.settle_timeout_s, workdir=workdir))
     finally:

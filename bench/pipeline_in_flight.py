@@ -120,6 +120,7 @@ def main() -> None:
                     if probed == args.recordings:
                         break
                     if time.monotonic() - started > args.processing_s * 3:
+                        explain_stall(r, run, args.recordings)
                         raise TimeoutError(f"only {probed} of {args.recordings} probed twice")
                     time.sleep(2)
                 all_processing_s = time.monotonic() - started
@@ -154,6 +155,26 @@ def main() -> None:
     print(f"  poll lateness: p50 {percentile(late, 0.5):.2f} s, p99 {percentile(late, 0.99):.2f} s, "
           f"max {max(late):.2f} s over {len(late)} recordings (their latest probe); polls per recording "
           f"{statistics.mean(polls):.2f}")
+
+def explain_stall(r: redis_lib.Redis, run: str, recordings: int) -> None:
+    """Where the recordings not yet probed twice are: their states, and whether their poll sleeps,
+    is queued or is held by a worker."""
+    now = time.time()
+    states: dict[str, int] = {}
+    asleep, overdue = 0, 0
+    for i in range(recordings):
+        state, polls = r.hmget(names.record_key(f"{run}-{i}"), "state", "polls")
+        if polls is not None and int(polls) >= 2:
+            continue
+        key = (state or b"?").decode()
+        states[key] = states.get(key, 0) + 1
+        wake_at = r.zscore(names.SLEEPING_POLLS, f"{run}-{i}")
+        asleep += wake_at is not None
+        overdue += wake_at is not None and wake_at < now
+    print(f"  not probed twice, by state: {states}; their polls asleep {asleep} (past their wake time {overdue})")
+    print("  queues: " + ", ".join(f"{q} {r.llen(q)}" for q in names.WORKER_QUEUES)
+          + f"; held by workers {r.hlen(names.KOMBU_UNACKED)}")
+
 
 if __name__ == "__main__":
     main()
