@@ -418,7 +418,8 @@ class PssSampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
 
 def worker_memory(pid: int) -> dict[str, Any]:
@@ -452,7 +453,41 @@ def key_census(r: redis_lib.Redis, run: str, sample: int = 100) -> list[dict[str
     return sorted(census, key=lambda c: -c["bytes"])
 
 
-def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, ttl_s: int, lead_s: int,
+def enqueue_and_settle(client: Any, r: redis_lib.Redis, ids: list[str], sample: str, settle_timeout_s: float,
+                       worker: Any, pid: int) -> float:
+    """Enqueue a recording for each id, then wait until each has its record and the broker's queues
+    are empty (every entry task has run); returns how long the enqueueing took."""
+    n = len(ids)
+    started = time.monotonic()
+    for recording_id in ids:
+        client.send_task(names.TRANSCRIBE, kwargs={"source": sample, "recording_id": recording_id})
+    enqueue_s = time.monotonic() - started
+    log(f"memory: enqueued {n} in {enqueue_s:.1f} s")
+    next_report = time.monotonic() + 30
+    while True:
+        existing = 0
+        for start in range(0, n, CHUNK):
+            pipe = r.pipeline(transaction=False)
+            for recording_id in ids[start:start + CHUNK]:
+                pipe.exists(names.record_key(recording_id))
+            existing += sum(pipe.execute())
+        queued = {q: int(r.llen(q)) for q in BROKER_QUEUES}
+        if existing == n and not any(queued.values()):
+            return enqueue_s
+        elapsed = time.monotonic() - started
+        if elapsed > settle_timeout_s:
+            raise TimeoutError(
+                f"the backlog of {n} did not settle in {settle_timeout_s:.0f} s: {existing} records, "
+                f"queues {queued}, unacked {r.hlen(names.KOMBU_UNACKED)}; worker log {worker.logfile}:\n"
+                f"{worker.log_tail(15)}")
+        if time.monotonic() >= next_report:
+            log(f"memory: {existing} of {n} records, queues {queued}, after {elapsed:.0f} s; "
+                f"worker PSS {tree_pss_kib(pid) / 1024:.1f} MiB")
+            next_report += 30
+        time.sleep(1)
+
+
+def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: int, ttl_s: int, lead_s: int,
                settle_timeout_s: float | None, workdir: str) -> dict[str, Any]:
     from celery import Celery
 
@@ -471,49 +506,33 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, ttl_s: in
             worker = WorkerProcess(env, concurrency=concurrency, pool=pool, name="backlog-memory").start()
             assert worker.proc is not None
             pid = worker.proc.pid
+            sampler = PssSampler(pid)
             try:
                 r = redis_lib.Redis.from_url(server.url)
                 time.sleep(5)  # let the pool children finish starting
                 idle = worker_memory(pid)
                 redis_before = r.info("memory")["used_memory"]
-                sampler = PssSampler(pid).start()
+                sampler.start()
                 client = Celery(broker=server.url, backend=server.url)
                 run = f"mem{time.time_ns()}"
+                warm = None
+                if warm_up:
+                    # A worker that has run some work first: what it grows to for running at all
+                    # (warm-up), apart from what it would grow for recordings waiting.
+                    warm_ids = [f"{run}-warm-{i}" for i in range(warm_up)]
+                    log(f"memory: warm-up, {warm_up} recordings first")
+                    enqueue_and_settle(client, r, warm_ids, sample, settle_timeout_s, worker, pid)
+                    time.sleep(5)
+                    warm = worker_memory(pid)
+                    redis_before = r.info("memory")["used_memory"]
                 ids = [f"{run}-{i}" for i in range(n)]
                 log(f"memory: enqueueing {n} recordings at R = {rate_text} (TTL {ttl_s} s, upload lead {lead_s} s); "
                     f"settle timeout {settle_timeout_s:.0f} s; worker log {worker.logfile}; idle PSS "
                     f"{idle['pss_kib'] / 1024:.1f} MiB")
                 started = time.monotonic()
-                for recording_id in ids:
-                    client.send_task(names.TRANSCRIBE, kwargs={"source": sample, "recording_id": recording_id})
-                enqueue_s = time.monotonic() - started
-                log(f"memory: enqueued {n} in {enqueue_s:.1f} s")
-                next_report = time.monotonic() + 30
-                while True:
-                    existing = 0
-                    for start in range(0, n, CHUNK):
-                        pipe = r.pipeline(transaction=False)
-                        for recording_id in ids[start:start + CHUNK]:
-                            pipe.exists(names.record_key(recording_id))
-                        existing += sum(pipe.execute())
-                    queued = {q: int(r.llen(q)) for q in BROKER_QUEUES}
-                    if existing == n and not any(queued.values()):
-                        break
-                    elapsed = time.monotonic() - started
-                    if elapsed > settle_timeout_s:
-                        sampler.stop()
-                        raise TimeoutError(
-                            f"the backlog of {n} did not settle in {settle_timeout_s:.0f} s: {existing} records, "
-                            f"queues {queued}, unacked {r.hlen(names.KOMBU_UNACKED)}; worker log {worker.logfile}:\n"
-                            f"{worker.log_tail(15)}")
-                    if time.monotonic() >= next_report:
-                        log(f"memory: {existing} of {n} records, queues {queued}, after {elapsed:.0f} s; "
-                            f"worker PSS {tree_pss_kib(pid) / 1024:.1f} MiB")
-                        next_report += 30
-                    time.sleep(1)
+                enqueue_s = enqueue_and_settle(client, r, ids, sample, settle_timeout_s, worker, pid)
                 settle_s = time.monotonic() - started
                 time.sleep(5)  # what the worker holds once the last entry tasks have ended
-                sampler.stop()
                 loaded = worker_memory(pid)
                 redis_after = r.info("memory")["used_memory"]
                 rows = read_records(r, ids, ("state", "waiting_for"))
@@ -524,6 +543,7 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, ttl_s: in
                 census = key_census(r, run)
                 stats = admin(sandbox.origin, "stats")
             finally:
+                sampler.stop()
                 worker.stop()
             problems = log_problems(worker.log_text())
     finally:
@@ -533,7 +553,8 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, ttl_s: in
         "download_url_ttl_s": ttl_s, "upload_lead_s": lead_s, "enqueue_s": round(enqueue_s, 1),
         "settle_s": round(settle_s, 1), "idle": idle, "loaded": loaded, "peak_pss_kib": max(sampler.peak_kib,
                                                                                              loaded["pss_kib"]),
-        "pss_ratio": round(loaded["pss_kib"] / idle["pss_kib"], 3),
+        "pss_ratio": round(loaded["pss_kib"] / idle["pss_kib"], 3), "warm_up": warm_up, "warm": warm,
+        "warm_pss_ratio": round(loaded["pss_kib"] / warm["pss_kib"], 3) if warm else None,
         "redis_used_memory_before": redis_before, "redis_used_memory_after": redis_after,
         "redis_bytes_per_recording": round((redis_after - redis_before) / n),
         "states": dict(states), "waiting_for": dict(waiting), "queues": queues, "unacked": unacked,
@@ -554,6 +575,9 @@ def report_memory(m: dict[str, Any]) -> None:
         ("worker PSS (main + children)", f"idle {idle['pss_kib'] / mib:.1f} MiB, waiting "
                                          f"{loaded['pss_kib'] / mib:.1f} MiB (**{m['pss_ratio'] - 1:+.1%}**), "
                                          f"peak {m['peak_pss_kib'] / mib:.1f} MiB"),
+        *([("worker PSS after a warm-up", f"{m['warm']['pss_kib'] / mib:.1f} MiB after {m['warm_up']:,} recordings; "
+                                          f"with {m['recordings']:,} more waiting **{m['warm_pss_ratio'] - 1:+.1%}**")]
+          if m.get("warm") else []),
         ("main process PSS", f"idle {idle['main_pss_kib'] / mib:.1f} MiB, "
                              f"waiting {loaded['main_pss_kib'] / mib:.1f} MiB"),
         ("worker RSS (summed)", f"idle {idle['rss_kib'] / mib:.1f} MiB, waiting {loaded['rss_kib'] / mib:.1f} MiB"),
@@ -605,6 +629,8 @@ def main() -> None:
     parser.add_argument("--rate", default="120/m", help="the Transcription API budget R of the drain")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pool", default="prefork", help="the memory runs' worker pool (prefork or threads)")
+    parser.add_argument("--warm-up", type=int, default=0, metavar="W",
+                        help="memory runs: W recordings first, then measure again before the N (warm idle)")
     parser.add_argument("--last-after-s", type=float, default=1.0, help="when the one more follows the burst")
     parser.add_argument("--drain-timeout-s", type=float, default=None,
                         help="stop an undrained run after this (default: 15 min or 4x the ideal, the longer)")
@@ -629,6 +655,7 @@ def main() -> None:
                                      last_after_s=args.last_after_s, timeout_s=args.drain_timeout_s, workdir=workdir))
         for n in args.memory:
             results.append(run_memory(n, rate_text=args.memory_rate, concurrency=args.concurrency, pool=args.pool,
+                                      warm_up=args.warm_up,
                                       ttl_s=args.download_ttl_s, lead_s=args.upload_lead_s,
                                       settle_timeout_s=args.settle_timeout_s, workdir=workdir))
     finally:

@@ -218,6 +218,7 @@ MODULE_MARKERS = {
     "tests/integration/test_cancel.py": "slow",  # recordings held in lines by a 1/min budget
     "tests/integration/test_prometheus.py": "slow",  # a worker, the exporter and a Prometheus server
     "tests/integration/test_sentinel_failover.py": "slow",  # a Redis failover under a batch
+    "tests/integration/test_sleeping_polls.py": "slow",  # 8-s jobs whose polls sleep as data
 }
 SLOW_TESTS = {
     "tests/integration/test_cli.py": {
