@@ -1,0 +1,68 @@
+"""What makes a recording cheaper to carry: fewer Redis round trips, no needless Celery work.
+
+Each step here used to be several round trips; the tests pin down that the single step does all
+of what the several did, and nothing to a record it must leave alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.names import DUE_INDEX, lease_key
+from tasks.records import RecordingState
+from tests.helpers import fake_record_store
+
+
+@pytest.fixture
+def store():
+    return fake_record_store()
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+def test_a_transition_clears_fields_and_an_ended_record_expires_in_the_same_step(store):
+    store.create("r1", {"source": "/a.mp3"}, due_at=10)
+    store.update("r1", {"upload_progress": {"parts": [1]}, "transcript": {"text": "x"}})
+    assert store.transition("r1", RecordingState.UPLOADED, {"file_id": "f"}, due_at=20,
+                            clear=("upload_progress",)) is RecordingState.QUEUED
+    record = store.get("r1")
+    assert record.get("upload_progress") is None and record.get("file_id") == "f"
+    assert record.get("transcript") == {"text": "x"} and store.redis.ttl("plaud:rec:r1") == -1  # live: no expiry
+
+    assert store.transition("r1", RecordingState.SUCCEEDED, {"result": {"text": "x"}},
+                            clear=("transcript",)) is RecordingState.UPLOADED
+    record = store.get("r1")
+    assert record.get("transcript") is None and record.get("result") == {"text": "x"}
+    assert 0 < store.redis.ttl("plaud:rec:r1") <= 3600 and store.redis.zscore(DUE_INDEX, "r1") is None
+
+
+def test_a_refused_transition_clears_nothing_and_a_reopened_record_loses_its_expiry(store):
+    store.create("r1", {}, due_at=10)
+    store.update("r1", {"transcript": {"text": "x"}})
+    store.transition("r1", RecordingState.FAILED, {"failure": {"reason": "x"}})
+    assert store.transition("r1", RecordingState.SUCCEEDED, clear=("transcript",)) is RecordingState.FAILED
+    assert store.get("r1").get("transcript") == {"text": "x"}  # terminal: left alone
+    assert store.redis.ttl("plaud:rec:r1") > 0
+    assert store.transition("r1", RecordingState.UPLOADED, reopen=True) is RecordingState.FAILED
+    assert store.redis.ttl("plaud:rec:r1") == -1  # live again: no expiry until it ends
+
+
+def test_a_checkpoint_saves_progress_moves_the_due_time_and_renews_the_lease(store):
+    store.create("r1", {}, due_at=10)
+    store.transition("r1", RecordingState.UPLOADING, due_at=10)
+    assert store.take_lease("r1", "task-a", 1)
+    assert store.checkpoint("r1", {"upload_progress": {"parts": [1]}, "bytes_sent": 5}, due_at=99,
+                            lease_ttl_s=300) is RecordingState.UPLOADING
+    record = store.get("r1")
+    assert record.get("upload_progress") == {"parts": [1]} and record.get("bytes_sent") == "5"
+    assert b"sealed" in store.redis.hget("plaud:rec:r1", "upload_progress")  # sealed at rest, as update() does
+    assert store.redis.zscore(DUE_INDEX, "r1") == 99
+    assert 1000 < store.redis.pttl(lease_key("r1")) <= 300_000
+
+
+def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
+    store.create("r1", {}, due_at=10)
+    store.transition("r1", RecordingState.CANCELLED, {"cancelled": {"stage": "upload"}})
+    assert store.checkpoint("r1", {"bytes_sent": 5}, due_at=99, lease_ttl_s=300) is RecordingState.CANCELLED
+    assert store.get("r1").get("bytes_sent") is None and store.redis.zscore(DUE_INDEX, "r1") is None
