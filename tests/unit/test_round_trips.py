@@ -6,6 +6,9 @@ of what the several did, and nothing to a record it must leave alone.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from tasks.names import DUE_INDEX, lease_key
@@ -66,3 +69,61 @@ def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
     store.transition("r1", RecordingState.CANCELLED, {"cancelled": {"stage": "upload"}})
     assert store.checkpoint("r1", {"bytes_sent": 5}, due_at=99, lease_ttl_s=300) is RecordingState.CANCELLED
     assert store.get("r1").get("bytes_sent") is None and store.redis.zscore(DUE_INDEX, "r1") is None
+
+
+# -- the entry task's hand-over ----------------------------------------------------------------
+
+
+class Signature:
+    def __init__(self) -> None:
+        self.frozen_with: str | None = None
+        self.sent = False
+
+    def freeze(self, task_id: str) -> None:
+        self.frozen_with = task_id
+
+    def delay(self) -> None:
+        self.sent = True
+
+
+def entry(**request: Any) -> Any:
+    defaults = {"id": "entry-id", "is_eager": False, "callbacks": None, "errbacks": None, "chain": None,
+                "chord": None, "group": None}
+    replaced = []
+    task = SimpleNamespace(request=SimpleNamespace(**{**defaults, **request}),
+                           replace=lambda sig: replaced.append(sig) or "replaced")
+    return task, replaced
+
+
+def test_the_entry_hands_its_id_to_the_chain_and_returns():
+    from tasks.transcribe import HANDED_OVER, hand_over
+
+    task, replaced = entry()
+    chain = Signature()
+    assert hand_over(task, chain) == HANDED_OVER
+    assert chain.frozen_with == "entry-id" and chain.sent and not replaced
+
+
+@pytest.mark.parametrize("request_fields", [{"callbacks": [{"task": "x"}]}, {"errbacks": [{"task": "x"}]},
+                                            {"chain": [{"task": "x"}]}, {"chord": {"task": "x"}},
+                                            {"group": "g1"}, {"is_eager": True}])
+def test_an_entry_celery_must_rewire_is_replaced_as_before(request_fields):
+    from tasks.transcribe import hand_over
+
+    task, replaced = entry(**request_fields)
+    chain = Signature()
+    assert hand_over(task, chain) == "replaced"
+    assert replaced == [chain] and not chain.sent
+
+
+def test_the_entry_sends_no_task_succeeded_event_for_its_hand_over():
+    from tasks.requests import EntryRequest
+
+    sent = []
+    request = object.__new__(EntryRequest)
+    request._eventer = SimpleNamespace(enabled=True, send=lambda type, **fields: sent.append(type))
+    request._task = SimpleNamespace(send_events=True)
+    request.id = "entry-id"
+    for event in ("task-received", "task-started", "task-succeeded", "task-failed"):
+        request.send_event(event)
+    assert sent == ["task-received", "task-started", "task-failed"]
