@@ -127,3 +127,32 @@ def test_the_entry_sends_no_task_succeeded_event_for_its_hand_over():
     for event in ("task-received", "task-started", "task-succeeded", "task-failed"):
         request.send_event(event)
     assert sent == ["task-received", "task-started", "task-failed"]
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+def test_the_proxy_environment_is_read_once_per_origin_and_still_honoured(monkeypatch):
+    import requests
+
+    from plaud.transport import EnvironmentOnceSession
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "storage.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
+    lookups = []
+    real = requests.utils.get_environ_proxies
+    monkeypatch.setattr(requests.utils, "get_environ_proxies",
+                        lambda url, no_proxy=None: lookups.append(url) or real(url, no_proxy=no_proxy))
+    session = EnvironmentOnceSession()
+    ours = requests.Session()
+
+    def settings(s: requests.Session, url: str) -> dict[str, Any]:
+        return s.merge_environment_settings(url, {}, None, None, None)
+
+    for url in ("https://api.plaud.example/a", "https://api.plaud.example/b?x=1", "https://storage.internal/p1"):
+        assert settings(session, url) == settings(ours, url)  # what requests itself would use
+    assert settings(session, "https://api.plaud.example/c")["proxies"]["https"] == "http://proxy.internal:3128"
+    assert settings(session, "https://storage.internal/p2")["proxies"] == {}
+    assert settings(session, "https://api.plaud.example/c")["verify"] == "/etc/ssl/our-ca.pem"
+    assert lookups == ["https://api.plaud.example/a", "https://storage.internal/p1"]  # once per origin
