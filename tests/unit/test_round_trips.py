@@ -156,3 +156,10 @@ def test_the_proxy_environment_is_read_once_per_origin_and_still_honoured(monkey
     assert settings(session, "https://storage.internal/p2")["proxies"] == {}
     assert settings(session, "https://api.plaud.example/c")["verify"] == "/etc/ssl/our-ca.pem"
     assert lookups == ["https://api.plaud.example/a", "https://storage.internal/p1"]  # once per origin
+
+
+def test_counters_go_up_together(store):
+    store.create("r1", {}, due_at=10)
+    assert store.increment_all("r1", "polls", "timing_learned") == [1, 1]
+    assert store.increment_all("r1", "polls") == [2]
+    assert store.increment("r1", "timing_learned") == 2
