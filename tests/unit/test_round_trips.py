@@ -163,3 +163,21 @@ def test_counters_go_up_together(store):
     assert store.increment_all("r1", "polls", "timing_learned") == [1, 1]
     assert store.increment_all("r1", "polls") == [2]
     assert store.increment("r1", "timing_learned") == 2
+
+
+# -- the audio's duration --------------------------------------------------------------------------
+
+
+def test_the_duration_of_a_known_format_is_read_by_its_own_reader_with_the_same_answer(tmp_path):
+    import soundfile
+
+    from plaud.sandbox.testaudio import make_recording
+    from plaud.transcode import probe_duration_s
+
+    mp3 = make_recording(str(tmp_path / "a.mp3"), 4.0, text="x").path
+    assert probe_duration_s(mp3, "mp3") == probe_duration_s(mp3) == pytest.approx(4.0, abs=0.1)
+    wav = str(tmp_path / "a.wav")
+    soundfile.write(wav, [0.0] * 16000 * 3, 16000)
+    assert probe_duration_s(wav, "mp3") == probe_duration_s(wav) == pytest.approx(3.0)  # mislabelled: every format
+    (tmp_path / "junk.mp3").write_bytes(b"ID3" + b"\0" * 200)
+    assert probe_duration_s(str(tmp_path / "junk.mp3"), "mp3") is None
