@@ -7,8 +7,10 @@ A private redis-server, a sandbox subprocess with near-instant processing, and o
 ends when every result is in. The baseline sends chains of 4 no-op tasks (the pipeline's
 upload, submit, poll, deliver) plus an entry task, through the same worker and queues.
 Per recording (and per no-op chain) it also reports the Redis commands the server ran
-(INFO commandstats, every client: workers, the dispatcher and the enqueuing client) and the
-HTTP requests the sandbox answered.
+(INFO commandstats, every client: workers, the dispatcher and the enqueuing client; a command a
+Lua script runs counts as one), the HTTP requests the sandbox answered, and the CPU each process
+used (from /proc: the worker's main process and its pool, the sandbox, redis-server and this
+client), since all of them share the host's cores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 from celery import Celery, chain
 
+from bench.proc import cpu_s, pool_cpu_s
 from tasks import names
 
 
@@ -41,6 +44,16 @@ def redis_commands(connection) -> int:
 
 def http_requests(stats: dict) -> int:
     return sum(sum(by_status.values()) for by_status in stats["requests"].values())
+
+
+def cpu_by_process(worker_pid: int, sandbox_pid: int, redis_pid: int) -> dict[str, float]:
+    """CPU seconds used so far: the worker's main process, its pool, the sandbox, Redis, this client."""
+    return {"worker main": cpu_s(worker_pid), "worker pool": pool_cpu_s(worker_pid),
+            "sandbox": cpu_s(sandbox_pid) + pool_cpu_s(sandbox_pid), "redis": cpu_s(redis_pid), "client": cpu_s()}
+
+
+def per_item_ms(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {name: (after[name] - before[name]) / n * 1000 for name in before}
 
 
 def main() -> None:
@@ -68,13 +81,18 @@ def main() -> None:
                 client = Celery(broker=server.url, backend=server.url)
                 client.conf.task_routes = {"bench.noop": {"queue": names.API_QUEUE}}
                 counter = client.backend.client
+                assert worker.proc is not None and sb.proc is not None and server.proc is not None
+                pids = (worker.proc.pid, sb.proc.pid, server.proc.pid)
                 # Baseline: entry + a 4-task chain of no-ops per item.
+                cpu_before = cpu_by_process(*pids)
                 commands_before = redis_commands(counter)
                 started = time.monotonic()
                 noops = [chain(*(client.signature("bench.noop", immutable=True) for _ in range(5))).apply_async()
                          for _ in range(args.recordings)]
                 noop_s = wait_all(noops, 600) - started
                 noop_commands = redis_commands(counter) - commands_before
+                noop_cpu = per_item_ms(cpu_before, cpu_by_process(*pids), args.recordings)
+                cpu_before = cpu_by_process(*pids)
                 http_before = http_requests(admin(sb.origin, "stats"))
                 commands_before = redis_commands(counter)
 
@@ -85,6 +103,7 @@ def main() -> None:
                            for i in range(args.recordings)]
                 pipeline_s = wait_all(handles, 1800) - started
                 pipeline_commands = redis_commands(counter) - commands_before
+                pipeline_cpu = per_item_ms(cpu_before, cpu_by_process(*pids), args.recordings)
                 failed = sum(1 for h in handles if h.failed())
                 stats = admin(sb.origin, "stats")
                 pipeline_http = http_requests(stats) - http_before
@@ -102,6 +121,9 @@ def main() -> None:
     print(f"  pipeline / no-op ceiling: {noop_s / pipeline_s:.0%}")
     print(f"  Redis commands per recording {pipeline_commands / n:.1f} (per no-op chain {noop_commands / n:.1f}); "
           f"HTTP requests per recording {pipeline_http / n:.1f}")
+    for label, cpu in (("recording", pipeline_cpu), ("no-op chain", noop_cpu)):
+        print(f"  CPU per {label}: {sum(cpu.values()):.1f} ms (" +
+              ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items()) + ")")
     print(f"  sandbox: {stats['uploads_completed']} uploads, {stats['transcriptions_created']} transcriptions, "
           f"{stats['partner_tokens_issued']} partner token(s)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 
@@ -42,3 +43,25 @@ def tree_pss_kib(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError, StopIteration):  # a child that just exited
             pass
     return total
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def cpu_s(pid: int | str = "self") -> float:
+    """User plus system CPU seconds a process has used, from ``/proc/<pid>/stat``; 0 once it has gone."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pool_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's children: the live ones, and those that ended and were reaped
+    (a pool child replaced after its memory limit), whose CPU the kernel adds to the parent's."""
+    fields = _stat_fields(pid)
+    reaped = 0.0 if fields is None else (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return reaped + sum(cpu_s(p) for p in children(pid))

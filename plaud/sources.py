@@ -79,7 +79,7 @@ def _from_path(path: str, bitrate_kbps: int, ffmpeg_path: str, workdir: str | No
         raise SourceError(f"{path} is empty")
     kind = _recognised(sniff(head), path)
     if kind in UPLOADABLE:
-        return Source(path, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path))
+        return Source(path, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path, kind))
     return _transcoded(path, path, kind, bitrate_kbps, ffmpeg_path, workdir, temp_paths=[])
 
 
@@ -158,7 +158,7 @@ def _after_spool(path: str, description: str, bitrate_kbps: int, ffmpeg_path: st
         os.remove(path)
         raise
     if kind in UPLOADABLE:
-        return Source(description, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path),
+        return Source(description, size, kind, lambda: open(path, "rb"), duration_s=probe_duration_s(path, kind),
                       temp_paths=[path])
     return _transcoded(path, description, kind, bitrate_kbps, ffmpeg_path, workdir, temp_paths=[path])
 
@@ -176,7 +176,7 @@ def _transcoded(path: str, description: str, kind: str, bitrate_kbps: int, ffmpe
     for spooled in temp_paths:
         os.remove(spooled)  # the MP3 is all we read from now on
     return Source(description, result.bytes, "mp3", lambda: open(target, "rb"), transcoded=result,
-                  duration_s=probe_duration_s(target), temp_paths=[target])
+                  duration_s=probe_duration_s(target, "mp3"), temp_paths=[target])
 
 
 def _recognised(kind: str | None, description: str) -> str:

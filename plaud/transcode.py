@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SourceError, UnsupportedAudio
 
@@ -63,16 +64,41 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def probe_duration_s(path: str) -> float | None:
-    """The audio's duration from its headers (cheap: no decoding), or None when unknown."""
+def probe_duration_s(path: str, kind: str | None = None) -> float | None:
+    """The audio's duration from its headers (cheap: no decoding), or None when unknown.
+
+    ``kind`` (what ``sniff`` found) goes straight to that format's reader; ``mutagen.File`` would
+    import and try every format mutagen knows, several times the work. Should that reader fail,
+    every format is tried as before.
+    """
     import mutagen
 
+    reader = _duration_reader(kind)
+    if reader is not None:
+        try:
+            length = getattr(getattr(reader(path), "info", None), "length", None)
+        except (mutagen.MutagenError, OSError, ValueError):
+            length = None
+        if length:
+            return float(length)
     try:
         media = mutagen.File(path)
     except (mutagen.MutagenError, OSError, ValueError):
         return None
     length = getattr(getattr(media, "info", None), "length", None)
     return float(length) if length else None
+
+
+def _duration_reader(kind: str | None) -> Any:
+    if kind == "mp3":
+        from mutagen.mp3 import MP3
+
+        return MP3
+    if kind == "opus":
+        from mutagen.oggopus import OggOpus
+
+        return OggOpus
+    return None
 
 
 def sniff_file(path: str) -> str | None:

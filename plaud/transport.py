@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +35,48 @@ BODY_EXCERPT_CHARS = 300
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 
 
+class EnvironmentOnceSession(requests.Session):
+    """A ``requests.Session`` that looks up the proxy environment once per origin, not per request.
+
+    ``requests`` reads every environment variable (``HTTPS_PROXY``, ``NO_PROXY``, …) on each
+    request: about a quarter of its CPU per call here. A worker's environment does not change while
+    it runs, so the answer for an origin (scheme and host) is kept; everything else ``requests``
+    takes from the environment (CA bundle, netrc) is read as before.
+    """
+
+    MAX_ORIGINS = 256  # presigned part URLs may come from a few storage hosts; never an unbounded cache
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment_proxies: dict[tuple[str, str, str | None], dict[str, str]] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+                                   ) -> dict[str, Any]:
+        if not self.trust_env or proxies is None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        no_proxy = proxies.get("no_proxy")
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, no_proxy)
+        found = self._environment_proxies.get(key)
+        if found is None:
+            if len(self._environment_proxies) >= self.MAX_ORIGINS:
+                self._environment_proxies.clear()
+            found = self._environment_proxies[key] = requests.utils.get_environ_proxies(url, no_proxy=no_proxy)
+        for name, value in found.items():
+            proxies.setdefault(name, value)
+        # The rest as requests does it: the CA bundle from the environment, then the session's settings.
+        if verify is True or verify is None:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
+        return {"proxies": requests.sessions.merge_setting(proxies, self.proxies),
+                "stream": requests.sessions.merge_setting(stream, self.stream),
+                "verify": requests.sessions.merge_setting(verify, self.verify),
+                "cert": requests.sessions.merge_setting(cert, self.cert)}
+
+
 class Transport:
     def __init__(self, session: requests.Session | None = None, *, connect_timeout_s: float = 5.0,
                  read_timeout_s: float = 30.0, user_agent: str = "plaud-workers") -> None:
-        self.session = session or requests.Session()
+        self.session = session or EnvironmentOnceSession()
         self.session.headers.setdefault("User-Agent", user_agent)
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s

@@ -38,8 +38,7 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
     if record.state is RecordingState.SUCCEEDED:
         return record.get("result")  # delivered already: same answer again
     result = build_result(record)
-    previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result})
-    rt.store.clear(recording_id, "transcript")
+    previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",))
     if previous is not None and not previous.is_terminal:
         observe_success(rt.redis, record, time.time())
         announce(rt, recording_id, "recording.succeeded", record)

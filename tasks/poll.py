@@ -87,9 +87,10 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     with self.errors_handled(recording_id):
         state = rt.client.get(record.get("transcription_id"), waiter=recording_id, **budget_place(record),
                               before_send=sending)
-    polls = rt.store.increment(recording_id, "polls")
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
-    if verdict is not None and rt.store.increment(recording_id, "timing_learned") == 1:
+    # The poll counted, and whether it is the recording's first to teach the timing model: one round trip.
+    polls, *learned = rt.store.increment_all(recording_id, "polls", *(() if verdict is None else ("timing_learned",)))
+    if verdict is not None and learned == [1]:
         rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
     if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
         rt.plan_nothing_more(recording_id)

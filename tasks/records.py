@@ -72,17 +72,28 @@ return 1
 
 # Move to a new state unless the record is already terminal (or missing); returns the old state.
 # Keeps the metrics' view of it in the same step: which live state it is in since when, the live
-# counts by state and tenant, and the count of recordings that ended in each state.
+# counts by state and tenant, and the count of recordings that ended in each state. A record that
+# ends gets its expiry, one that is reopened loses it, and fields named to clear go, all in the
+# same step (one round trip).
 # KEYS: 1-5 as for create, 6 ended counts by state and tenant. ARGV: 1 state, 2 now, 3 due at ('':
-# none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant, 7.. fields.
+# none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant, 7 the expiry (s)
+# of an ended record, 8 how many fields to clear, 9.. their names, then the fields to set.
 _TRANSITION = """
 local function terminal(s) return s == 'SUCCEEDED' or s == 'FAILED' or s == 'CANCELLED' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if terminal(state) and ARGV[4] ~= '1' then return state end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, 7))
+local cleared = tonumber(ARGV[8])
+local first = 9 + cleared
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, first))
+if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 9, first - 1)) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
+if terminal(ARGV[1]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+elseif terminal(state) then
+  redis.call('PERSIST', KEYS[1])  -- live again (a deliberate retry): no expiry until it ends
+end
 if state ~= ARGV[1] then
   local tenant = redis.call('HGET', KEYS[1], 'tenant') or ARGV[6]
   if not terminal(state) then
@@ -96,6 +107,20 @@ if state ~= ARGV[1] then
     redis.call('HINCRBY', KEYS[5], ARGV[1] .. '|' .. tenant, 1)
   end
 end
+return state
+"""
+
+# An upload's checkpoint, unless the recording was cancelled meanwhile: its progress, its due time
+# and its stage lease renewed, in one step. Returns the state it found (false: no record; nothing
+# is written to a cancelled record).
+# KEYS: 1 the record, 2 the due index, 3 the lease. ARGV: 1 due at, 2 recording id, 3 lease ttl
+# (ms), 4.. fields.
+_CHECKPOINT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'CANCELLED' then return state end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return state
 """
 
@@ -130,6 +155,7 @@ class RecordStore:
         self.ttl_s = ttl_s
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
+        self._checkpoint = redis.register_script(_CHECKPOINT)
         self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
 
     @staticmethod
@@ -189,26 +215,41 @@ class RecordStore:
     def increment(self, recording_id: str, name: str) -> int:
         return int(self.redis.hincrby(self.key(recording_id), name, 1))
 
+    def increment_all(self, recording_id: str, *names: str) -> list[int]:
+        """Several counters up by one, in one round trip; their new values, in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hincrby(self.key(recording_id), name, 1)
+        return [int(value) for value in pipe.execute()]
+
     def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
-                   due_at: float | None = None, reopen: bool = False) -> RecordingState | None:
-        """Move to ``state`` and set ``values``; returns the previous state (None if no record).
+                   due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = ()
+                   ) -> RecordingState | None:
+        """Move to ``state``, set ``values`` and remove the ``clear`` fields; returns the previous state
+        (None if no record).
 
         A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
-        when the reconciler should look again; terminal states leave the due index.
+        when the reconciler should look again; terminal states leave the due index. One round trip.
         """
         now = time.time()
         previous = self._transition(
             keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT],
             args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
-                  DEFAULT_TENANT, *self._encode(recording_id, values or {})])
+                  DEFAULT_TENANT, self.ttl_s, len(clear), *clear, *self._encode(recording_id, values or {})])
         if previous is None:
             return None
-        previous_state = RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
-        if state.is_terminal and (not previous_state.is_terminal or reopen):
-            self.redis.expire(self.key(recording_id), self.ttl_s)
-        elif reopen and previous_state.is_terminal:
-            self.redis.persist(self.key(recording_id))  # live again: no expiry until it ends
-        return previous_state
+        return RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
+
+    def checkpoint(self, recording_id: str, values: dict[str, Any], *, due_at: float,
+                   lease_ttl_s: float) -> RecordingState | None:
+        """Save progress, move the due time and renew the stage lease, in one round trip; unless
+        the recording is CANCELLED, which is returned with nothing written (else the state found)."""
+        flat = self._encode(recording_id, {**values, "updated_at": time.time()})
+        state = self._checkpoint(keys=[self.key(recording_id), DUE_INDEX, lease_key(recording_id)],
+                                 args=[due_at, recording_id, int(lease_ttl_s * 1000), *flat])
+        if state is None:
+            return None
+        return RecordingState(state.decode() if isinstance(state, bytes) else state)
 
     def set_due(self, recording_id: str, due_at: float) -> None:
         self.redis.zadd(DUE_INDEX, {recording_id: due_at})

@@ -19,3 +19,20 @@ class RedactingRequest(Request):
         super().__init__(*args, **kwargs)
         self._argsrepr: str = redact(mask_url_queries(getattr(self, "_argsrepr", None) or ""))
         self._kwargsrepr: str = redact(mask_url_queries(getattr(self, "_kwargsrepr", None) or ""))
+
+
+
+class EntryRequest(RedactingRequest):
+    """The request of ``plaud.transcribe``: redacted, and its hand-over is not a success.
+
+    The entry task returns once it has handed its id to its chain (``tasks.transcribe.hand_over``);
+    the transcript, or the failure, comes at the chain's end. So no task-succeeded event goes out
+    for it, as none does for a task that Celery's ``replace`` ended: Flower would show it as the
+    entry's final state, before the chain has even started. (Celery builds its own subclass of
+    this class for each task type, with its own ``on_success``: the event is the place to act.)
+    """
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-succeeded":
+            return
+        super().send_event(type, **fields)

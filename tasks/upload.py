@@ -47,13 +47,12 @@ def run_upload(rt: Runtime, record: Record) -> None:
     saved = record.get("upload_progress")
 
     def checkpoint(progress: UploadProgress) -> None:
-        if rt.store.state_of(recording_id) is RecordingState.CANCELLED:  # the upload stops between parts
+        state = rt.store.checkpoint(recording_id, {"upload_progress": progress.to_dict(),
+                                                   "bytes_sent": progress.bytes_done, "bytes_total": progress.filesize},
+                                    due_at=time.time() + grace, lease_ttl_s=rt.settings.lease_ttl_s)
+        if state is RecordingState.CANCELLED:  # the upload stops between parts
             cancelled = rt.store.get(recording_id)
             raise RecordingCancelled(cancelled_message(recording_id, cancelled.get("cancelled") if cancelled else {}))
-        rt.store.update(recording_id, {"upload_progress": progress.to_dict(), "bytes_sent": progress.bytes_done,
-                                       "bytes_total": progress.filesize})
-        rt.store.set_due(recording_id, time.time() + grace)
-        rt.store.renew_lease(recording_id, rt.settings.lease_ttl_s)
 
     result = rt.client.upload(record.get("source"), user_id=record.get("user_id"),
                               progress=UploadProgress.from_dict(saved) if saved else None, on_checkpoint=checkpoint)
@@ -69,10 +68,9 @@ def run_upload(rt: Runtime, record: Record) -> None:
         "transcoded": None if transcoded is None else {
             "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
             "bytes_saved": transcoded.bytes_saved},
-    }, due_at=time.time() + grace)
+    }, due_at=time.time() + grace, clear=("upload_progress",))
     if saved is None and elapsed_s > 0:  # a whole upload in this run: its rate means something
         metrics.observe(rt.redis, metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)
-    rt.store.clear(recording_id, "upload_progress")
 
 
 @shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)
