@@ -45,9 +45,15 @@ class EnvironmentOnceSession(requests.Session):
     """
 
     MAX_ORIGINS = 256  # presigned part URLs may come from a few storage hosts; never an unbounded cache
+    # Connections kept per host. requests keeps 10; a thread-pool worker runs 16 tasks at once (and
+    # an upload sends parts in parallel), so beyond 10 each finished request's connection was
+    # dropped with a warning and the next request opened a new one.
+    CONNECTIONS_PER_HOST = 32
 
     def __init__(self) -> None:
         super().__init__()
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=self.CONNECTIONS_PER_HOST))
         self._environment_proxies: dict[tuple[str, str, str | None], dict[str, str]] = {}
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any

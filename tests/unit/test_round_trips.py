@@ -158,6 +158,16 @@ def test_the_proxy_environment_is_read_once_per_origin_and_still_honoured(monkey
     assert lookups == ["https://api.plaud.example/a", "https://storage.internal/p1"]  # once per origin
 
 
+def test_a_thread_pool_worker_keeps_a_connection_per_task_to_the_same_host():
+    from plaud.transport import EnvironmentOnceSession
+    from workers.pools import THREADS_CONCURRENCY
+
+    session = EnvironmentOnceSession()
+    for url in ("https://platform.plaud.ai/developer/api", "http://127.0.0.1:8080/"):
+        # A smaller pool drops each extra connection after its request, and the next opens anew.
+        assert session.get_adapter(url)._pool_maxsize >= THREADS_CONCURRENCY
+
+
 def test_counters_go_up_together(store):
     store.create("r1", {}, due_at=10)
     assert store.increment_all("r1", "polls", "timing_learned") == [1, 1]
