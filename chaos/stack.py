@@ -11,14 +11,10 @@ import subprocess
 import sys
 import time
 
-from tasks.names import API_QUEUE, ENTRY_QUEUE, POLLS_QUEUE
 from workers.flower_view import flower_environment
 from workers.local_redis import RedisServer, free_port, stop_process
 from workers.local_sentinel import MASTER_NAME, Node, SentinelCluster
 from workers.local_stack import WorkerProcess
-from workers.pools import THREADS_CONCURRENCY
-
-THREAD_POOL_QUEUES = (ENTRY_QUEUE, API_QUEUE, POLLS_QUEUE)  # every queue but uploads
 
 
 class DurableRedis(RedisServer):
@@ -146,14 +142,8 @@ class Fleet:
         self.kills: list[str] = []
 
     def _new(self, index: int) -> WorkerProcess:
-        """Workers take turns at the two shapes `plaud-workers worker` starts by default: every queue on
-        prefork (it consumes uploads), and the HTTP roles (entry, API, polls) on a thread pool, whose
-        whole in-flight work dies with its one process when it is killed."""
-        logfile = os.path.join(self.logdir, f"worker{index}.log")
-        if index % 2:
-            return WorkerProcess(self.env, queues=THREAD_POOL_QUEUES, pool="threads",
-                                 concurrency=THREADS_CONCURRENCY, name=f"chaos{index}", logfile=logfile)
-        return WorkerProcess(self.env, concurrency=self.concurrency, name=f"chaos{index}", logfile=logfile)
+        return WorkerProcess(self.env, concurrency=self.concurrency, name=f"chaos{index}",
+                             logfile=os.path.join(self.logdir, f"worker{index}.log"))
 
     def start(self) -> Fleet:
         for worker in self.workers:
@@ -162,9 +152,7 @@ class Fleet:
 
     def kill_one(self, rng: random.Random) -> str:
         """SIGKILL a pool child (three times in four) or a whole worker, which is then started again.
-
-        Workers take turns as victims, so each shape is hit; a thread-pool worker has no children,
-        so it is always killed whole, with every task it held."""
+        Workers take turns as victims."""
         index = len(self.kills) % len(self.workers)
         worker = self.workers[index]
         assert worker.proc is not None
@@ -181,8 +169,7 @@ class Fleet:
             worker.kill()
             self.workers[index] = self._new(index)
             self.workers[index].start(ready_timeout_s=120)
-            shape = "thread pool" if worker.pool == "threads" else "prefork"
-            what = f"whole worker {index} ({shape}, restarted)"
+            what = f"whole worker {index} (restarted)"
         self.kills.append(what)
         return what
 
