@@ -1,7 +1,8 @@
 # The two set-up commands of the README. Each installs what a fresh Debian machine lacks
 # (redis-server, python3-venv, and chromium for the tests) and the project into .venv on first use.
 # Also: `make lint` (ruff and mypy, as CI runs them) and `make test-fast` (the suite without the
-# tests marked slow, browser or chaos: about a minute, for the edit-test loop; `make test` runs all).
+# tests marked slow, browser or chaos, on two processes: under a minute, for the edit-test loop;
+# `make test` runs all, one process).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -40,7 +41,7 @@ test: system-packages test-packages $(BIN)/plaud-workers
 	$(BIN)/python -m pytest
 
 test-fast: system-packages prometheus-package $(BIN)/plaud-workers
-	$(BIN)/python -m pytest -m "not slow and not browser and not chaos"
+	$(BIN)/python -m pytest -m "not slow and not browser and not chaos" -n 2
 
 lint: system-packages $(BIN)/plaud-workers
 	$(BIN)/ruff check .
