@@ -25,23 +25,9 @@ import time
 import redis as redis_lib
 
 from tasks import names
+from workers.pools import parse_fleet
 
 from .proc import children, pss_kib, tree_pss_kib, tree_rss_kib
-
-ROLES = {"api": (names.ENTRY_QUEUE, names.API_QUEUE), "uploads": (names.UPLOADS_QUEUE,),
-         "polls": (names.POLLS_QUEUE,), "all": names.WORKER_QUEUES}
-
-
-def parse_fleet(text: str) -> list[tuple[str, str, int]]:
-    fleet = []
-    for part in text.split(","):
-        role, pool, concurrency = part.split(":")
-        if role not in ROLES:
-            raise SystemExit(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-        fleet.append((role, pool, int(concurrency)))
-    if {q for role, _, _ in fleet for q in ROLES[role]} != set(names.WORKER_QUEUES):
-        raise SystemExit("the fleet must consume every worker queue")
-    return fleet
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,6 +42,10 @@ def main() -> None:
     parser.add_argument("--processing-s", type=float, default=600.0)
     parser.add_argument("--malloc-arena-max", default="", help="MALLOC_ARENA_MAX for the worker ('' = glibc default)")
     args = parser.parse_args()
+    try:
+        fleet = parse_fleet(args.fleet)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     from celery import Celery
 
@@ -67,7 +57,6 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-inflight-")
     sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="in flight").path
     server = RedisServer().start()
-    fleet = parse_fleet(args.fleet)
     peaks: dict[str, dict[str, int]] = {}
     stop = threading.Event()
     workers = []
@@ -78,10 +67,10 @@ def main() -> None:
                    "PLAUD_EXPECTED_BASE_S": str(args.processing_s), "PLAUD_EXPECTED_RTF": "0"}
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
-            for i, (role, pool, concurrency) in enumerate(fleet):
-                worker = WorkerProcess(env, queues=ROLES[role], pool=pool, concurrency=concurrency,
-                                       name=f"inflight-{role}{i}").start()
-                workers.append((f"{role}:{pool}:{concurrency}", worker))
+            for i, member in enumerate(fleet):
+                worker = WorkerProcess(env, queues=member.queues, pool=member.pool, concurrency=member.concurrency,
+                                       name=f"inflight-{member.role}{i}").start()
+                workers.append((str(member), worker))
             time.sleep(3)
             idle = {name: (tree_pss_kib(w.proc.pid), tree_rss_kib(w.proc.pid)) for name, w in workers}
             peaks = {name: {"pss": 0, "rss": 0, "main_pss": 0} for name, _ in workers}

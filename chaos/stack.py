@@ -15,6 +15,7 @@ from workers.flower_view import flower_environment
 from workers.local_redis import RedisServer, free_port, stop_process
 from workers.local_sentinel import MASTER_NAME, Node, SentinelCluster
 from workers.local_stack import WorkerProcess
+from workers.pools import FleetMember
 
 
 class DurableRedis(RedisServer):
@@ -134,15 +135,17 @@ class SentinelRedis:
 class Fleet:
     """Worker processes that can be killed at random, and restarted when a whole one dies."""
 
-    def __init__(self, env: dict[str, str], *, workers: int, concurrency: int, logdir: str) -> None:
+    def __init__(self, env: dict[str, str], members: list[FleetMember], *, logdir: str) -> None:
         self.env = env
-        self.concurrency = concurrency
+        self.members = members
         self.logdir = logdir
-        self.workers = [self._new(i) for i in range(workers)]
+        self.workers = [self._new(i) for i in range(len(members))]
         self.kills: list[str] = []
 
     def _new(self, index: int) -> WorkerProcess:
-        return WorkerProcess(self.env, concurrency=self.concurrency, name=f"chaos{index}",
+        member = self.members[index]
+        return WorkerProcess(self.env, queues=member.queues, pool=member.pool, concurrency=member.concurrency,
+                             name=f"chaos{index}-{member.role}",
                              logfile=os.path.join(self.logdir, f"worker{index}.log"))
 
     def start(self) -> Fleet:
@@ -151,8 +154,8 @@ class Fleet:
         return self
 
     def kill_one(self, rng: random.Random) -> str:
-        """SIGKILL a pool child (three times in four) or a whole worker, which is then started again.
-        Workers take turns as victims."""
+        """SIGKILL a pool child (three times in four, where the worker has children: a thread pool
+        has none) or a whole worker, which is then started again. Workers take turns as victims."""
         index = len(self.kills) % len(self.workers)
         worker = self.workers[index]
         assert worker.proc is not None
@@ -164,12 +167,12 @@ class Fleet:
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            what = f"pool child {victim} of worker {index}"
+            what = f"pool child {victim} of worker {index} ({self.members[index]})"
         else:
             worker.kill()
             self.workers[index] = self._new(index)
             self.workers[index].start(ready_timeout_s=120)
-            what = f"whole worker {index} (restarted)"
+            what = f"whole worker {index} ({self.members[index]}, restarted)"
         self.kills.append(what)
         return what
 

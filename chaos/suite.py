@@ -1,18 +1,20 @@
 """A batch through the real pipeline while workers die, Redis crashes and freezes, and Plaud misbehaves.
 
     python -m chaos                                   # CI size: 12 good + 3 bad recordings, ~2 min
-    python -m chaos --recordings 200 --enqueue-over-s 120 --workers 3   # larger
+    python -m chaos --recordings 200 --enqueue-over-s 120 --fleet api:threads:8,uploads:prefork:2,polls:threads:8
     python -m chaos --redis sentinel                  # Redis behind Sentinels: the master is lost for good
 
 The parts are real: a private redis-server writing an AOF (fsync always), a sandbox with seeded
 faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, the transcription budget
 ``--rate``, tight enough by default that requests wait for it as data while workers die),
-worker processes, one beat (the reconciler), Flower, and a client thread that enqueues the
+worker processes split by role as compose and Kubernetes run them (by default: the API and polls
+roles on thread pools, uploads on prefork), one beat (the reconciler), Flower, and a client thread that enqueues the
 batch by name over a while, retrying a failed enqueue with the same recording id, as a
 service should. On one timeline:
 
-- every few seconds (seeded) a pool child or a whole worker is SIGKILLed; a dead worker is
-  started again;
+- every few seconds (seeded) a pool child or a whole worker is SIGKILLed, the workers by turns (a
+  thread-pool worker has no children: it dies whole, with everything its threads ran and held);
+  a dead worker is started again;
 - once, Redis is SIGKILLed and restarted from its AOF; with ``--redis sentinel``, the master of a
   master, a replica and three Sentinels is SIGKILLed for good instead, and the replica takes over;
 - once, Redis is frozen (SIGSTOP) for ``--freeze-s`` seconds: connections stay open and nothing
@@ -51,10 +53,12 @@ from plaud.sandbox import SandboxProcess, admin
 from plaud.sandbox.testaudio import make_recording
 from tasks import names
 from tasks.names import PRIORITIES
+from workers.pools import ROLES, FleetMember, parse_fleet
 
 from .audit import Needles, audit
 from .stack import DurableRedis, Fleet, SentinelRedis, Service, start_flower
 
+DEFAULT_FLEET = "api:threads:4,uploads:prefork:2,polls:threads:4"
 # Short, so that what a killed worker held comes back within the run; the results wait this long.
 VISIBILITY_TIMEOUT_S = 120
 RESTORE_MARGIN_S = 30.0  # kombu looks for messages to restore every 10 s
@@ -191,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "PLAUD_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
                # Within the submit's time limit above: a submit rides out the 30-s freeze, not beyond.
                "PLAUD_REDIS_FAILOVER_WAIT_S": "40", **server.env}
-        fleet = Fleet(env, workers=args.workers, concurrency=args.concurrency, logdir=logdir).start()
+        fleet = Fleet(env, args.fleet, logdir=logdir).start()
         beat = Service(["beat", "--loglevel", "INFO", "-s", os.path.join(workdir, "beat-schedule")], env,
                        os.path.join(logdir, "beat.log"))
         flower, flower_url = start_flower(env, logdir, FLOWER_USER, FLOWER_PASSWORD)
@@ -248,10 +252,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 time.sleep(1.0)
             drained = time.monotonic()
-            # The client's view too: each entry task id resolves (the chain's last task carries it).
-            # A caller following a duplicate enqueue (plaud.follow) waits on a countdown task with no
-            # record of its own; one held by a worker that was killed comes back only when the broker
-            # restores it, after the visibility timeout. So wait that long for the last results.
+            # The client's view too: each entry task id resolves (the chain's last task carries it,
+            # or the recording's end writes it for a follower). A message a killed worker had
+            # reserved and not yet run (a duplicate enqueue's plaud.follow, say) comes back only when
+            # the broker restores it, after the visibility timeout: so wait that long for the last.
             resolved = client_states(app, batch)
             while any(state not in (*READY_STATES, NOT_SENT) for state in resolved.values()) and \
                     time.monotonic() - drained < VISIBILITY_TIMEOUT_S + RESTORE_MARGIN_S:
@@ -346,6 +350,13 @@ def summarize(batch: list[Enqueued], records: dict[str, dict[str, Any]], resolve
     return summary
 
 
+def fleet_arg(text: str) -> list[FleetMember]:
+    try:
+        return parse_fleet(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -357,11 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-s", type=float, default=30.0, help="how long Redis stops answering")
     parser.add_argument("--kill-min-s", type=float, default=2.0)
     parser.add_argument("--kill-max-s", type=float, default=6.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fleet", type=fleet_arg, default=DEFAULT_FLEET,
+                        help=f"the workers, role:pool:concurrency,... (roles: {', '.join(ROLES)}; default "
+                             f"{DEFAULT_FLEET}: the roles and pools compose and Kubernetes run)")
     parser.add_argument("--rate", default="20/m",
                         help="the fleet's budget, enforced by the sandbox too (default 20/m: tight enough that "
                              "requests wait while workers die)")
-    parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis", choices=("durable", "sentinel"), default="durable",

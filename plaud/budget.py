@@ -98,6 +98,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .keys import text
 from .ratelimit import DEFAULT_SUBMIT_SHARE, POLL, SAFETY_S, SUBMIT
 from .ratelimit import Load as WindowLoad
 from .rates import Rate
@@ -644,8 +645,8 @@ class Budget:
         enqueue their tasks."""
         granted, expired, next_free_us, waiting, outstanding = self._release(keys=self.keys,
                                                                              args=self._args(now_us, max_grants or 0))
-        pairs = [(_text(granted[i]), _text(granted[i + 1])) for i in range(0, len(granted), 2)]
-        lost = [(kind, waiter) for kind, _, waiter in (_text(field).partition(":") for field in expired)]
+        pairs = [(text(granted[i]), text(granted[i + 1])) for i in range(0, len(granted), 2)]
+        lost = [(kind, waiter) for kind, _, waiter in (text(field).partition(":") for field in expired)]
         return Release(pairs, lost, int(next_free_us) / 1_000_000, int(waiting), int(outstanding))
 
     def cancel(self, waiter: str, kind: str | None = None, *, now_us: int | None = None) -> bool:
@@ -682,11 +683,11 @@ class Budget:
     def tenant_of(self, waiter: str) -> str | None:
         """The tenant whose line the submit ``waiter`` waits in; None when it waits for no submit."""
         tenant = self.redis.hget(self.keys[13], waiter)
-        return None if tenant is None else _text(tenant)
+        return None if tenant is None else text(tenant)
 
     def tenants_waiting(self) -> dict[str, int]:
         """How many submits each waiting tenant has in line, the tenant due next first."""
-        tenants = [_text(t) for t in self.redis.zrange(self.keys[11], 0, -1)]
+        tenants = [text(t) for t in self.redis.zrange(self.keys[11], 0, -1)]
         pipe = self.redis.pipeline(transaction=False)
         for tenant in tenants:
             pipe.zcard(f"{self.keys[3]}:{tenant}")
@@ -758,5 +759,3 @@ def _cost(weight: float) -> int:
     return max(round(VIRTUAL_GRANT / weight), 1)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -23,6 +23,7 @@ from celery import shared_task
 from . import names
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName
+from .followers import tell_followers
 from .names import DEFAULT_TENANT
 from .notify import announce
 from .records import Record, RecordingState
@@ -76,7 +77,8 @@ def cancel_recording(rt: Runtime, recording_id: str, *, backend: Any) -> CancelO
     after_submit = bool(record.get("transcription_id"))
     info = {"at": time.time(), "stage": STAGE_BY_STATE[record.state].value, "after_submit": after_submit,
             "note": AFTER_SUBMIT_NOTE if after_submit else BEFORE_SUBMIT_NOTE}
-    previous = rt.store.transition(recording_id, RecordingState.CANCELLED, {"cancelled": info})
+    ended = rt.store.end(recording_id, RecordingState.CANCELLED, {"cancelled": info})
+    previous = ended.previous
     if previous is None or previous.is_terminal:  # it ended a moment ago
         state = previous.value if previous is not None else "UNKNOWN"
         return CancelOutcome(recording_id, False, state, f"recording {recording_id} is {state} already: "
@@ -84,9 +86,10 @@ def cancel_recording(rt: Runtime, recording_id: str, *, backend: Any) -> CancelO
     rt.leave_lines(recording_id)
     rt.plan_nothing_more(recording_id)
     message = cancelled_message(recording_id, info)
-    if record.get("task_id"):
-        # The chain may have no live task to carry the news (the recording waited as data).
-        backend.mark_as_failure(record.get("task_id"), RecordingCancelled(message))
+    # The chain may have no live task to carry the news (the recording waited as data): the first
+    # caller and every follower are told here.
+    callers = ((record.get("task_id"),) if record.get("task_id") else ()) + ended.followers
+    tell_followers(backend, callers, error=RecordingCancelled(message))
     announce(rt, recording_id, "recording.cancelled")
     log.warning("%s", message)
     return CancelOutcome(recording_id, True, RecordingState.CANCELLED.value, message, after_submit)

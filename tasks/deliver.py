@@ -9,6 +9,7 @@ from celery import shared_task
 
 from . import metrics, names
 from .failures import StageName
+from .followers import followers_of, tell_followers
 from .notify import announce
 from .records import Record, RecordingState
 from .runtime import runtime
@@ -34,14 +35,17 @@ def build_result(record: Record) -> dict[str, Any]:
 @shared_task(name=names.DELIVER, bind=True)
 def deliver(self, recording_id: str) -> dict[str, Any]:
     rt = runtime()
-    record = load(rt, recording_id, StageName.DELIVER)
+    record = load(rt, recording_id, StageName.DELIVER, backend=self.backend)
     if record.state is RecordingState.SUCCEEDED:
-        return record.get("result")  # delivered already: same answer again
+        # Delivered already (this may be the redelivery of a run that died before telling its followers).
+        tell_followers(self.backend, followers_of(record), result=record.get("result"))
+        return record.get("result")  # the same answer again
     result = build_result(record)
-    previous = rt.store.transition(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",))
-    if previous is not None and not previous.is_terminal:
+    ended = rt.store.end(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",))
+    if ended.previous is not None and not ended.previous.is_terminal:
         observe_success(rt.redis, record, time.time())
         announce(rt, recording_id, "recording.succeeded", record)
+        tell_followers(self.backend, ended.followers, result=result)
     return result
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from plaud.keys import text
+
 from .names import COUNTER_PREFIX, HISTOGRAM_PREFIX
 
 log = logging.getLogger("plaud.metrics")
@@ -114,8 +116,7 @@ def read_counter(connection: Any, metric: CounterMetric) -> dict[tuple[str, ...]
     raw = connection.hgetall(metric.key)
     found = {}
     for field, value in raw.items():
-        text = field.decode() if isinstance(field, bytes) else field
-        labels = tuple(text.split(LABEL_SEPARATOR)) if metric.labels else ()
+        labels = tuple(text(field).split(LABEL_SEPARATOR)) if metric.labels else ()
         found[labels] = float(value)
     return found
 
@@ -128,7 +129,7 @@ class HistogramReading:
 
 
 def read_histogram(connection: Any, metric: HistogramMetric) -> HistogramReading:
-    raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in connection.hgetall(metric.key).items()}
+    raw = {text(k): float(v) for k, v in connection.hgetall(metric.key).items()}
     cumulative, running = [], 0.0
     for bound in [repr(float(b)) for b in metric.buckets] + ["+Inf"]:
         running += raw.get(bound, 0.0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plaud.auth import DELETE_IF_EQUAL
+from plaud.keys import text
 from plaud.sealing import Sealer
 
 from .names import (
@@ -70,7 +71,8 @@ redis.call('HINCRBY', KEYS[5], 'QUEUED|' .. tenant, 1)
 return 1
 """
 
-# Move to a new state unless the record is already terminal (or missing); returns the old state.
+# Move to a new state unless the record is already terminal (or missing); returns the old state,
+# and the followers to tell when this move ended the recording.
 # Keeps the metrics' view of it in the same step: which live state it is in since when, the live
 # counts by state and tenant, and the count of recordings that ended in each state. A record that
 # ends gets its expiry, one that is reopened loses it, and fields named to clear go, all in the
@@ -82,7 +84,7 @@ _TRANSITION = """
 local function terminal(s) return s == 'SUCCEEDED' or s == 'FAILED' or s == 'CANCELLED' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-if terminal(state) and ARGV[4] ~= '1' then return state end
+if terminal(state) and ARGV[4] ~= '1' then return {state, false} end
 local cleared = tonumber(ARGV[8])
 local first = 9 + cleared
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, first))
@@ -107,7 +109,29 @@ if state ~= ARGV[1] then
     redis.call('HINCRBY', KEYS[5], ARGV[1] .. '|' .. tenant, 1)
   end
 end
-return state
+if terminal(ARGV[1]) then return {state, redis.call('HGET', KEYS[1], 'followers')} end
+return {state, false}
+"""
+
+# A second caller of a live recording: its task id joins the record's followers (comma-separated),
+# whom the recording's end tells (``RecordStore.end``). Checked and added in one step, so a
+# recording that ends meanwhile is seen ended rather than leaving its follower untold.
+# KEYS: 1 the record. ARGV: 1 the task id, 2 the most followers kept. Returns {state, 1 if the
+# task id is (now) a follower}; false when there is no record.
+_FOLLOW = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED' then return {state, 0} end
+local followers = redis.call('HGET', KEYS[1], 'followers')
+if not followers then
+  redis.call('HSET', KEYS[1], 'followers', ARGV[1])
+  return {state, 1}
+end
+if string.find(',' .. followers .. ',', ',' .. ARGV[1] .. ',', 1, true) then return {state, 1} end
+local _, commas = string.gsub(followers, ',', '')
+if commas + 1 >= tonumber(ARGV[2]) then return {state, 0} end
+redis.call('HSET', KEYS[1], 'followers', followers .. ',' .. ARGV[1])
+return {state, 1}
 """
 
 # An upload's checkpoint, unless the recording was cancelled meanwhile: its progress, its due time
@@ -125,6 +149,15 @@ return state
 """
 
 
+@dataclass(frozen=True)
+class Ended:
+    """What a move to a terminal state found: the previous state (None: no record) and, when this
+    move ended the recording, the task ids of its followers (the callers who enqueued it again)."""
+
+    previous: RecordingState | None
+    followers: tuple[str, ...] = ()
+
+
 @dataclass
 class Record:
     recording_id: str
@@ -140,7 +173,7 @@ class Record:
 
     def public(self) -> dict[str, Any]:
         """What may be shown to a person or a caller: no sealed value, no progress internals."""
-        hidden = set(SEALED_FIELDS) | {"result", "transcript", "poll_token", "task_id"}
+        hidden = set(SEALED_FIELDS) | {"result", "transcript", "poll_token", "task_id", "followers"}
         data = {k: v for k, v in self.fields.items() if k not in hidden}
         data.update(recording_id=self.recording_id, state=self.state.value)
         if self.fields.get("source_shown"):
@@ -156,6 +189,7 @@ class RecordStore:
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
         self._checkpoint = redis.register_script(_CHECKPOINT)
+        self._follow = redis.register_script(_FOLLOW)
         self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
 
     @staticmethod
@@ -184,7 +218,7 @@ class RecordStore:
                                args=[due_at, recording_id, DEFAULT_TENANT, *self._encode(recording_id, fields)])
         if outcome == 1:
             return None
-        return RecordingState(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        return RecordingState(text(outcome))
 
     def get(self, recording_id: str) -> Record | None:
         raw = self.redis.hgetall(self.key(recording_id))
@@ -231,14 +265,34 @@ class RecordStore:
         A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
         when the reconciler should look again; terminal states leave the due index. One round trip.
         """
+        return self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear).previous
+
+    def end(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
+            clear: tuple[str, ...] = ()) -> Ended:
+        """``transition`` to a terminal ``state``; also returns the followers to tell, when this ended it."""
+        assert state.is_terminal, state
+        return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear)
+
+    def _move(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None, *,
+              due_at: float | None, reopen: bool, clear: tuple[str, ...]) -> Ended:
         now = time.time()
-        previous = self._transition(
+        outcome = self._transition(
             keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT],
             args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
                   DEFAULT_TENANT, self.ttl_s, len(clear), *clear, *self._encode(recording_id, values or {})])
-        if previous is None:
-            return None
-        return RecordingState(previous.decode() if isinstance(previous, bytes) else previous)
+        if outcome is None:
+            return Ended(None)
+        previous, followers = outcome
+        return Ended(RecordingState(text(previous)), tuple(text(followers).split(",")) if followers else ())
+
+    def follow(self, recording_id: str, task_id: str, *, most: int) -> tuple[RecordingState | None, bool]:
+        """Make ``task_id`` a follower of a live recording (at most ``most`` of them): the state found,
+        and whether the recording's end will tell this task id (False: ended, unknown, or too many)."""
+        outcome = self._follow(keys=[self.key(recording_id)], args=[task_id, most])
+        if outcome is None:
+            return None, False
+        state, added = outcome
+        return RecordingState(text(state)), added == 1
 
     def checkpoint(self, recording_id: str, values: dict[str, Any], *, due_at: float,
                    lease_ttl_s: float) -> RecordingState | None:
@@ -249,7 +303,7 @@ class RecordStore:
                                  args=[due_at, recording_id, int(lease_ttl_s * 1000), *flat])
         if state is None:
             return None
-        return RecordingState(state.decode() if isinstance(state, bytes) else state)
+        return RecordingState(text(state))
 
     def set_due(self, recording_id: str, due_at: float) -> None:
         self.redis.zadd(DUE_INDEX, {recording_id: due_at})

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plaud.keys import text
+
 from .names import SLEEPING_POLLS
 
 # KEYS: 1 sleeping polls (id -> wake at s). ARGV: 1 take those waking at or before this (s),
@@ -44,7 +46,7 @@ class SleepingPolls:
         Atomic: of any number of dispatchers asking at once, each poll goes to one.
         """
         flat = self._take_due(keys=[SLEEPING_POLLS], args=[until_s, limit])
-        return [(_text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def next_wake_s(self) -> float | None:
         """When the soonest sleeping poll wakes (epoch s); None when none sleeps."""
@@ -62,7 +64,3 @@ class SleepingPolls:
 
     def count(self) -> int:
         return int(self.redis.zcard(SLEEPING_POLLS))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

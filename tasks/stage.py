@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 from celery import Task
@@ -31,6 +31,7 @@ from . import metrics
 from .cancel import RecordingCancelled, cancelled_message
 from .errors import RecordingFailed
 from .failures import Failure, FailureKind, StageName, classify
+from .followers import followers_of, tell_followers
 from .names import DEFAULT_PRIORITY, DEFAULT_TENANT
 from .notify import announce
 from .records import Record, RecordingState
@@ -51,15 +52,24 @@ REDIS_AWAY_RETRY_S = 2.0
 REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
 
 
-def load(rt: Runtime, recording_id: str, stage: StageName) -> Record:
-    """The recording's record; raises RecordingFailed when it is gone or has failed already."""
+def load(rt: Runtime, recording_id: str, stage: StageName, *, backend: Any = None) -> Record:
+    """The recording's record; raises RecordingFailed when it is gone or has failed already.
+
+    With the result ``backend``, a recording found ended tells its followers again first: the
+    stage that ended it may have died before it told them (this run may be its redelivery).
+    """
     record = rt.store.get(recording_id)
     if record is None:
         raise RecordingFailed(f"recording {recording_id} is unknown or expired (at {stage.value})")
+    error: RecordingFailed | None = None
     if record.state is RecordingState.FAILED:
-        raise RecordingFailed(Failure.from_record(record).describe(recording_id))
-    if record.state is RecordingState.CANCELLED:
-        raise RecordingCancelled(cancelled_message(recording_id, record.get("cancelled") or {}))
+        error = RecordingFailed(Failure.from_record(record).describe(recording_id))
+    elif record.state is RecordingState.CANCELLED:
+        error = RecordingCancelled(cancelled_message(recording_id, record.get("cancelled") or {}))
+    if error is not None:
+        if backend is not None:
+            tell_followers(backend, followers_of(record), error=error)
+        raise error
     return record
 
 
@@ -68,18 +78,22 @@ def budget_place(record: Record) -> dict[str, str]:
     return {"tenant": record.get("tenant") or DEFAULT_TENANT, "priority": record.get("priority") or DEFAULT_PRIORITY}
 
 
-def record_failure(rt: Runtime, recording_id: str, failure: Failure) -> RecordingFailed:
-    """Mark the recording FAILED and tell whoever waits; returns the exception for the caller to raise."""
-    previous = rt.store.transition(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
+def record_failure(rt: Runtime, recording_id: str, failure: Failure, *, backend: Any) -> RecordingFailed:
+    """Mark the recording FAILED and tell whoever waits (its followers' results are written to
+    ``backend``); returns the exception for the caller to raise."""
+    ended = rt.store.end(recording_id, RecordingState.FAILED, {"failure": failure.to_dict()})
+    previous = ended.previous
     rt.plan_nothing_more(recording_id)
     rt.leave_lines(recording_id)
     rt.store.stop_waiting(recording_id)
     log.warning("recording %s FAILED at %s (%s): %s", recording_id, failure.stage.value, failure.kind.value,
                 failure.reason)
+    error = RecordingFailed(failure.describe(recording_id))
     if previous is not None and not previous.is_terminal:
         metrics.count(rt.redis, metrics.FAILURES, failure.stage.value, failure.kind.value)
         announce(rt, recording_id, "recording.failed")
-    return RecordingFailed(failure.describe(recording_id))
+        tell_followers(backend, ended.followers, error=error)
+    return error
 
 
 class StageTask(Task):
@@ -112,7 +126,7 @@ class StageTask(Task):
         return settings.stage_attempts
 
     def load(self, recording_id: str) -> Record:
-        return load(self.rt, recording_id, self.stage)
+        return load(self.rt, recording_id, self.stage, backend=self.backend)
 
     @contextmanager
     def leased(self, recording_id: str) -> Iterator[Record]:
@@ -162,7 +176,8 @@ class StageTask(Task):
     def failed(self, recording_id: str, kind: FailureKind, reason: str, error: PlaudError | None = None
                ) -> RecordingFailed:
         """Mark the recording FAILED at this stage; returns the exception to raise."""
-        return record_failure(self.rt, recording_id, Failure.now(self.stage, kind, reason, error))
+        return record_failure(self.rt, recording_id, Failure.now(self.stage, kind, reason, error),
+                              backend=self.backend)
 
     def waits_as_data(self, recording_id: str, what: str) -> Ignore:
         """The recording now waits in Redis (for budget, or for its upload slot) and this task ends;

@@ -19,15 +19,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Task, chain, shared_task, states
+from celery.exceptions import Ignore
 
 from plaud.config import USER_ID_LENGTH
 from plaud.redact import url_without_query
 
 from . import names
-from .cancel import cancelled_message
+from .cancel import RecordingCancelled, cancelled_message
 from .deliver import deliver
 from .errors import IdempotencyConflict, InvalidRequest, RecordingFailed
 from .failures import Failure, FailureKind, StageName
+from .followers import MAX_FOLLOWERS
 from .names import DEFAULT_PRIORITY, DEFAULT_TENANT, PRIORITIES
 from .poll import poll
 from .records import RecordingState
@@ -215,8 +217,17 @@ def refuse_a_different_request(rt: Any, recording_id: str, identity: dict[str, A
 
 @shared_task(name=names.FOLLOW, bind=True, max_retries=None)
 def follow(self, recording_id: str) -> Any:
-    """Resolve to an existing recording's result (or failure), checking back until it ends."""
-    record = runtime().store.get(recording_id)
+    """Resolve to an existing recording's result (or failure).
+
+    A live recording keeps this task's id among its followers and writes the outcome under it when
+    it ends (``tasks.followers``): nothing waits in a worker meanwhile. Past ``MAX_FOLLOWERS``,
+    this checks back by countdown instead.
+    """
+    store = runtime().store
+    state, following = store.follow(recording_id, self.request.id, most=MAX_FOLLOWERS)
+    if following:
+        raise Ignore()  # no result now: the recording's end writes it under this task's id
+    record = store.get(recording_id) if state is not None else None
     if record is None:
         raise RecordingFailed(f"recording {recording_id} is unknown or expired")
     if record.state is RecordingState.SUCCEEDED:
@@ -224,6 +235,6 @@ def follow(self, recording_id: str) -> Any:
     if record.state is RecordingState.FAILED:
         raise RecordingFailed(Failure.from_record(record).describe(recording_id))
     if record.state is RecordingState.CANCELLED:
-        raise RecordingFailed(cancelled_message(recording_id, record.get("cancelled") or {}))
+        raise RecordingCancelled(cancelled_message(recording_id, record.get("cancelled") or {}))
     wait = min(max(record.number("next_poll_at") - time.time(), 1.0), MAX_FOLLOW_INTERVAL_S)
     raise self.retry(countdown=wait, max_retries=None)

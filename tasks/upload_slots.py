@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from plaud.keys import text
+
 from .names import UPLOADS_AHEAD, UPLOADS_WAITING
 
 # KEYS: 1 ahead (id -> taken at), 2 waiting (id -> order). ARGV: 1 now s, 2 capacity, 3 id,
@@ -77,7 +79,7 @@ class UploadSlots:
     def release(self, *, now: float) -> list[str]:
         """Give the free slots to the next waiters; returns their ids (enqueue their uploads)."""
         ids = self._release(keys=self.keys, args=[now, self.capacity, now - self.stale_after_s])
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        return [text(i) for i in ids]
 
     def done(self, recording_id: str) -> None:
         """The recording was submitted or ended: its slot (or its place in line) is free."""

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from plaud.budget import Budget
+from plaud.keys import text
 from tasks import metrics
 from tasks.names import ENDED_BY_TENANT, IN_STATE_PREFIX, KOMBU_UNACKED, LIVE_BY_TENANT, WORKER_QUEUES
 from tasks.records import RecordingState
@@ -40,8 +41,7 @@ OTHER_QUEUE = "other"  # held messages of a queue no worker role consumes: one l
 
 def split_label(field: bytes | str) -> tuple[str, str]:
     """'STATE|tenant' -> (state, tenant)."""
-    text = field.decode() if isinstance(field, bytes) else field
-    state, _, tenant = text.partition(metrics.LABEL_SEPARATOR)
+    state, _, tenant = text(field).partition(metrics.LABEL_SEPARATOR)
     return state, tenant
 
 

@@ -10,10 +10,49 @@ transcode, which needs cores: a worker that consumes the uploads queue stays on 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from tasks.names import UPLOADS_QUEUE, WORKER_QUEUES
+from tasks.names import API_QUEUE, ENTRY_QUEUE, POLLS_QUEUE, UPLOADS_QUEUE, WORKER_QUEUES
 
 THREADS_CONCURRENCY = 16  # threads per worker of the HTTP-bound roles, unless told
+
+# The roles a fleet is split into (compose and Kubernetes run one deployment per role), by the
+# queues each consumes; "all" is one worker on every queue.
+ROLES = {"api": (ENTRY_QUEUE, API_QUEUE), "uploads": (UPLOADS_QUEUE,), "polls": (POLLS_QUEUE,), "all": WORKER_QUEUES}
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    """One worker of a fleet: its role, pool and concurrency (``api:threads:16``)."""
+
+    role: str
+    pool: str
+    concurrency: int
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return ROLES[self.role]
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.pool}:{self.concurrency}"
+
+
+def parse_fleet(text: str) -> list[FleetMember]:
+    """``role:pool:concurrency,...`` as the benchmarks and the chaos suite take it; a fleet that
+    leaves a worker queue unconsumed is refused (its work would never run)."""
+    fleet = []
+    for part in text.split(","):
+        try:
+            role, pool, concurrency = part.split(":")
+            member = FleetMember(role, pool, int(concurrency))
+        except ValueError:
+            raise ValueError(f"{part!r} is not role:pool:concurrency (e.g. api:threads:16)") from None
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        fleet.append(member)
+    if {q for member in fleet for q in member.queues} != set(WORKER_QUEUES):
+        raise ValueError(f"the fleet {text!r} must consume every worker queue ({', '.join(WORKER_QUEUES)})")
+    return fleet
 
 
 def queues_in(args: Sequence[str]) -> tuple[str, ...]:

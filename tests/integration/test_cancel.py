@@ -79,6 +79,9 @@ def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(ti
     # The budget holds the second's submit until a period after the first's: all of this runs well within it.
     assert time.time() - float(tight.record(first)["submitted_at"]) < 30, {r: tight.record(r) for r in ids}
 
+    # The same request again, for the one waiting as data: this caller follows it, kept on the record.
+    follower = tight.send(source=files[2], recording_id=third, tenant="t1", priority="high")
+    wait_until(lambda: follower.id in tight.record(third).get("followers", ""), "the second caller follows")
     done = cli(tight, "cancel", third)
     assert done.returncode == 0 and "was cancelled at upload" in done.stdout and "no Plaud task" in done.stdout, (
         done.stdout, {r: tight.record(r) for r in ids})
@@ -91,7 +94,7 @@ def test_cancel_while_waiting_for_an_upload_slot_for_budget_and_while_polling(ti
     for recording_id, stage in ((first, "poll"), (second, "submit"), (third, "upload")):
         record = tight.record(recording_id)
         assert record["state"] == "CANCELLED" and json.loads(record["cancelled"])["stage"] == stage
-    for handle in handles:  # each caller's result says so, whatever was alive of its chain
+    for handle in (*handles, follower):  # each caller's result says so, whatever was alive of its chain
         failure = outcome(handle, timeout_s=30)
         assert isinstance(failure, Exception) and "was cancelled" in str(failure)
     per_md5 = sandbox_stats(tight)["transcriptions_per_md5"]

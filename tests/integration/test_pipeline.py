@@ -44,6 +44,8 @@ def test_a_mixed_batch_of_20_from_a_bare_client(pipeline, configure, good_files,
     for name, (kwargs, _) in bad.items():
         handles[name] = pipeline.send(recording_id=f"{run}-{name}", **kwargs)
     assert len(handles) == 20
+    # The same request again, for one that fails at its submit: this caller gets the same failure.
+    again = pipeline.send(recording_id=f"{run}-bad-model", **bad["bad-model"][0])
 
     for i, (_path, text) in enumerate(good_files[:10]):
         result = outcome(handles[f"good-{i}"])
@@ -58,6 +60,7 @@ def test_a_mixed_batch_of_20_from_a_bare_client(pipeline, configure, good_files,
         record = pipeline.record(f"{run}-{name}")
         assert record["state"] == "FAILED" and words in json.loads(record["failure"])["reason"]
         assert "secret" not in str(failure) and "secret" not in record["failure"]
+    assert str(outcome(again)) == str(outcome(handles["bad-model"]))
 
     per_md5 = pipeline_sandbox_stats(pipeline)["transcriptions_per_md5"]
     good_md5s = {md5(path) for path, _ in good_files[:10]}
@@ -77,13 +80,16 @@ def test_wav_goes_through_transcoded(pipeline, good_files):
     assert isinstance(result, dict) and result["duration"] == pytest.approx(3.0, abs=0.2)
 
 
-def test_the_same_recording_id_twice_runs_once(pipeline, good_files):
+def test_the_same_recording_id_twice_runs_once(pipeline, configure, good_files):
+    configure(processing_base_s=2.0)  # in flight long enough for the second to find it so
     path, text = good_files[1]
     recording_id = f"twice-{time.time_ns()}"
     first = pipeline.send(source=path, recording_id=recording_id)
     second = pipeline.send(source=path, recording_id=recording_id)
     assert outcome(first)["text"] == text
     assert outcome(second) == outcome(first)
+    # The second waited as a follower on the record, not as a task checking back in a worker.
+    assert second.id in pipeline.record(recording_id)["followers"].split(",")
     third = pipeline.send(source=path, recording_id=recording_id)  # after it is done
     assert outcome(third)["transcription_id"] == outcome(first)["transcription_id"]
     assert pipeline_sandbox_stats(pipeline)["transcriptions_created"] == 1

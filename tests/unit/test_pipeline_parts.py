@@ -105,6 +105,23 @@ def test_transitions_are_timestamped_and_terminal_states_stick(store):
     assert store.transition("missing", RecordingState.UPLOADING) is None
 
 
+def test_followers_join_a_live_recording_and_its_end_hands_them_over(store):
+    store.create("r1", {}, due_at=10)
+    assert store.follow("r1", "caller-b", most=2) == (RecordingState.QUEUED, True)
+    assert store.follow("r1", "caller-b", most=2) == (RecordingState.QUEUED, True)  # redelivered: kept once
+    assert store.follow("r1", "caller-c", most=2) == (RecordingState.QUEUED, True)
+    assert store.follow("r1", "caller-d", most=2) == (RecordingState.QUEUED, False)  # one too many
+    assert "followers" not in store.get("r1").public()
+    assert store.transition("r1", RecordingState.UPLOADING, due_at=20) is RecordingState.QUEUED
+    ended = store.end("r1", RecordingState.SUCCEEDED, {"result": {"text": "hi"}})
+    assert ended.previous is RecordingState.UPLOADING and ended.followers == ("caller-b", "caller-c")
+    again = store.end("r1", RecordingState.FAILED)  # ended already: refused, nobody to tell twice
+    assert again.previous is RecordingState.SUCCEEDED and again.followers == ()
+    assert store.follow("r1", "caller-e", most=2) == (RecordingState.SUCCEEDED, False)  # ended: read it
+    assert store.follow("missing", "caller-f", most=2) == (None, False)
+    assert store.end("missing", RecordingState.CANCELLED).previous is None
+
+
 def test_overdue_and_public_view(store):
     store.create("r1", {"source": "https://h/a.mp3?sig=x", "source_shown": "https://h/a.mp3"}, due_at=5)
     store.create("r2", {}, due_at=50)
