@@ -4,7 +4,7 @@ Plaud allows 10 partner-token requests per minute per client, so a fleet must no
 process mint its own. Tokens live in Redis (sealed: see ``sealing``), are reused until a
 margin before they expire, and are fetched under a single-flight lock: one process mints, the
 others wait for the cache to fill. Without Redis an in-process store does the same within the
-process.
+process. A process also remembers the user token it last read for ``READ_AGAIN_AFTER_S``.
 
 A 401 from an endpoint that took a token drops that token (only if it is still the cached
 one: another process may have replaced it already) and the call is made once more with a
@@ -33,6 +33,11 @@ EXPIRY_MARGIN_S = 120.0
 EXPIRY_MARGIN_FRACTION = 0.1
 LOCK_TTL_S = 30.0
 WAIT_POLL_S = 0.05
+# How long a process uses the user token it last read before reading the fleet's cache again:
+# spares a Redis round trip and an unsealing per request. A token another process replaced is
+# still refused by Plaud with a 401 at worst, which drops it here and reads the new one.
+READ_AGAIN_AFTER_S = 30.0
+MAX_REMEMBERED = 1024  # user tokens a process keeps in memory (one per user); never unbounded
 
 # Delete a key only if it still holds what we read: releases our lock, or drops a token that
 # no other process has replaced in the meantime.
@@ -164,6 +169,7 @@ class TokenProvider:
         self.client_id = client_id
         self._mint_partner = mint_partner
         self._mint_user = mint_user
+        self._remembered: dict[str, tuple[Token, float]] = {}  # key -> (token, read again after)
 
     def _partner_key(self) -> str:
         return f"partner:{self.client_id}"
@@ -175,10 +181,21 @@ class TokenProvider:
         return self.store.single_flight(self._partner_key(), self._fetch_partner)
 
     def user_token(self, user_id: str) -> Token:
-        return self.store.single_flight(self._user_key(user_id), lambda: self._fetch_user(user_id))
+        key = self._user_key(user_id)
+        now = time.time()
+        remembered = self._remembered.get(key)
+        if remembered is not None and now < remembered[1] and remembered[0].fresh(now):
+            return remembered[0]
+        token = self.store.single_flight(key, lambda: self._fetch_user(user_id))
+        if len(self._remembered) >= MAX_REMEMBERED:
+            self._remembered.clear()
+        self._remembered[key] = (token, now + READ_AGAIN_AFTER_S)
+        return token
 
     def drop_user_token(self, user_id: str, token: Token) -> None:
-        self.store.drop(self._user_key(user_id), token)
+        key = self._user_key(user_id)
+        self._remembered.pop(key, None)
+        self.store.drop(key, token)
 
     def with_user_token(self, user_id: str, call: Callable[[str], Any]) -> Any:
         """Run ``call(token)``; on a 401, drop the token and run it once more with a fresh one."""

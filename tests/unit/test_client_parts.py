@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from plaud import auth
 from plaud.auth import MemoryTokenStore, RedisTokenStore, Token, TokenProvider, usable_until
 from plaud.client import PlaudClient, merge_params
 from plaud.config import PlaudConfig
@@ -212,6 +213,27 @@ def test_with_user_token_retries_a_401_once_with_a_fresh_token():
     assert provider.with_user_token("someone", call) == "ok" and seen == ["u0", "u1"]
     with pytest.raises(AuthError):
         provider.with_user_token("someone", lambda t: (_ for _ in ()).throw(AuthError("no", status=401)))
+
+
+def test_a_process_reads_the_fleets_user_token_again_only_after_a_while_or_a_401(store, monkeypatch):
+    minted = iter(range(100))
+    provider = TokenProvider(store=store, client_id="c", mint_partner=lambda: {"access_token": "p", "expires_in": 3600},
+                             mint_user=lambda p, u: {"access_token": f"u{next(minted)}", "expires_in": 3600})
+    reads = []
+    monkeypatch.setattr(store, "get", lambda key, get=store.get: reads.append(key) or get(key))
+    assert provider.user_token("someone").value == "u0"
+    read_once = len(reads)
+    assert provider.user_token("someone").value == "u0" and len(reads) == read_once  # remembered
+    # Another process replaced it in the fleet's cache: this one keeps its own until it reads again...
+    replaced = Token("u9", time.time() + 3600)
+    store.put(provider._user_key("someone"), replaced)
+    assert provider.user_token("someone").value == "u0"
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + auth.READ_AGAIN_AFTER_S + 1)
+    assert provider.user_token("someone").value == "u9"  # ...after a while
+    monkeypatch.undo()
+    provider.drop_user_token("someone", replaced)  # ...or at once after a 401
+    assert provider.user_token("someone").value == "u1"
 
 
 # -- limiter (one process; the fleet's budget is tested in test_budget.py) -----------------------
