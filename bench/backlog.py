@@ -42,6 +42,7 @@ import collections
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -488,7 +489,7 @@ def enqueue_and_settle(client: Any, r: redis_lib.Redis, ids: list[str], sample: 
 
 
 def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: int, ttl_s: int, lead_s: int,
-               settle_timeout_s: float | None, workdir: str) -> dict[str, Any]:
+               settle_timeout_s: float | None, workdir: str, trace: bool = False) -> dict[str, Any]:
     from celery import Celery
 
     from plaud.sandbox import SandboxProcess, admin
@@ -503,14 +504,22 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: 
         with SandboxProcess(*DRAIN_SANDBOX, "--tx-rate-limit", rate_text, "--download-ttl-s", str(ttl_s)) as sandbox:
             env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_TX_RATE_LIMIT": rate_text,
                    "PLAUD_DOWNLOAD_URL_TTL_S": str(ttl_s), "PLAUD_UPLOAD_LEAD_S": str(lead_s)}
-            worker = WorkerProcess(env, concurrency=concurrency, pool=pool, name="backlog-memory").start()
+            snapshot_dir = os.path.join(workdir, f"snapshots-{n}")
+            if trace:  # tracemalloc from the start (one frame: cheap enough), snapshots on SIGUSR2
+                os.makedirs(snapshot_dir, exist_ok=True)
+                env.update(PYTHONTRACEMALLOC="1", PLAUD_BENCH_SNAPSHOT_DIR=snapshot_dir)
+            worker = WorkerProcess(env, concurrency=concurrency, pool=pool, name="backlog-memory",
+                                   extra_args=("-I", "bench.memory_probe") if trace else ()).start()
             assert worker.proc is not None
             pid = worker.proc.pid
+            snapshots: dict[str, str] = {}
             sampler = PssSampler(pid)
             try:
                 r = redis_lib.Redis.from_url(server.url)
                 time.sleep(5)  # let the pool children finish starting
                 idle = worker_memory(pid)
+                if trace:
+                    snapshots["idle"] = take_snapshot(pid, snapshot_dir)
                 redis_before = r.info("memory")["used_memory"]
                 sampler.start()
                 client = Celery(broker=server.url, backend=server.url)
@@ -524,6 +533,8 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: 
                     enqueue_and_settle(client, r, warm_ids, sample, settle_timeout_s, worker, pid)
                     time.sleep(5)
                     warm = worker_memory(pid)
+                    if trace:
+                        snapshots["warm"] = take_snapshot(pid, snapshot_dir)
                     redis_before = r.info("memory")["used_memory"]
                 ids = [f"{run}-{i}" for i in range(n)]
                 log(f"memory: enqueueing {n} recordings at R = {rate_text} (TTL {ttl_s} s, upload lead {lead_s} s); "
@@ -534,6 +545,8 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: 
                 settle_s = time.monotonic() - started
                 time.sleep(5)  # what the worker holds once the last entry tasks have ended
                 loaded = worker_memory(pid)
+                if trace:
+                    snapshots["loaded"] = take_snapshot(pid, snapshot_dir)
                 redis_after = r.info("memory")["used_memory"]
                 rows = read_records(r, ids, ("state", "waiting_for"))
                 states = collections.Counter(_text(row["state"]) or "missing" for row in rows)
@@ -561,7 +574,50 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: 
         "uploads_completed": stats.get("uploads_completed"),
         "transcriptions_created": stats.get("transcriptions_created"),
         "redis_keys": census[:8], "worker_log": worker.logfile, "worker_log_problems": problems,
+        "traced": traced_growth(snapshots) if trace else None,
     }
+
+
+def take_snapshot(pid: int, directory: str, timeout_s: float = 120.0) -> str:
+    """Ask the worker (``bench.memory_probe``) for a snapshot; returns its path without extension."""
+    before = set(os.listdir(directory))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [f for f in set(os.listdir(directory)) - before if f.endswith(".json")]
+        if new:
+            return os.path.join(directory, new[0][:-len(".json")])
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker wrote no snapshot to {directory} in {timeout_s:.0f} s")
+
+
+def traced_growth(snapshots: dict[str, str], top: int = 12) -> dict[str, Any]:
+    """What Python allocations and gc-tracked objects grew between the idle snapshot and each later one."""
+    import tracemalloc
+
+    def load(base: str) -> tuple[Any, dict[str, Any]]:
+        with open(base + ".json") as handle:
+            census = json.load(handle)
+        path = base + ".snapshot"
+        return (tracemalloc.Snapshot.load(path) if os.path.exists(path) else None), census
+
+    idle_snapshot, idle_census = load(snapshots["idle"])
+    growth = {}
+    for phase in ("warm", "loaded"):
+        if phase not in snapshots:
+            continue
+        snapshot, census = load(snapshots[phase])
+        stats = snapshot.compare_to(idle_snapshot, "lineno") if snapshot and idle_snapshot else []
+        types = {t: census["types"].get(t, 0) - idle_census["types"].get(t, 0)
+                 for t in set(census["types"]) | set(idle_census["types"])}
+        growth[phase] = {
+            "traced_kib": round(((census["traced_bytes"] or 0) - (idle_census["traced_bytes"] or 0)) / 1024, 1),
+            "threads": [idle_census["threads"], census["threads"]],
+            "top_lines": [{"where": str(s.traceback), "kib": round(s.size_diff / 1024, 1), "blocks": s.count_diff}
+                          for s in stats[:top]],
+            "top_types": sorted(((t, d) for t, d in types.items() if d), key=lambda x: -abs(x[1]))[:top],
+        }
+    return growth
 
 
 def report_memory(m: dict[str, Any]) -> None:
@@ -591,6 +647,12 @@ def report_memory(m: dict[str, Any]) -> None:
     ])
     print("  largest Redis key groups: " + "; ".join(f"{c['keys']} x{c['count']} ~{c['bytes'] / 2**20:.1f} MiB"
                                                     for c in m["redis_keys"][:5]))
+    for phase, grown in (m.get("traced") or {}).items():
+        print(f"  traced Python memory, idle -> {phase}: {grown['traced_kib']:+,.0f} KiB; threads "
+              f"{grown['threads'][0]} -> {grown['threads'][1]}; largest growth by line:")
+        for line in grown["top_lines"]:
+            print(f"    {line['kib']:+9,.1f} KiB {line['blocks']:+8,d} blocks  {line['where']}")
+        print("    objects the GC tracks, by type: " + ", ".join(f"{t} {d:+,d}" for t, d in grown["top_types"]))
     problems = m["worker_log_problems"]
     if problems["errors"] or problems["warnings"]:
         print(f"  worker log ({m['worker_log']}): {problems['errors']} error lines, {problems['warnings']} warnings")
@@ -641,6 +703,9 @@ def main() -> None:
     parser.add_argument("--download-ttl-s", type=int, default=600)
     parser.add_argument("--upload-lead-s", type=int, default=300)
     parser.add_argument("--settle-timeout-s", type=float, default=None)
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="run the memory runs' worker under tracemalloc and report what grew, by line and by "
+                             "object type (slower; the PSS figures then include tracemalloc's own)")
     parser.add_argument("--json", metavar="PATH", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -657,7 +722,8 @@ def main() -> None:
             results.append(run_memory(n, rate_text=args.memory_rate, concurrency=args.concurrency, pool=args.pool,
                                       warm_up=args.warm_up,
                                       ttl_s=args.download_ttl_s, lead_s=args.upload_lead_s,
-                                      settle_timeout_s=args.settle_timeout_s, workdir=workdir))
+                                      settle_timeout_s=args.settle_timeout_s, workdir=workdir,
+                                      trace=args.trace_memory))
     finally:
         if args.json and results:
             with open(args.json, "w") as out:
