@@ -8,9 +8,9 @@ The parts are real: a private redis-server writing an AOF (fsync always), a sand
 faults (5 % 5xx, 2 % 429, 1 % dropped connections, 50 ms latency, the transcription budget
 ``--rate``, tight enough by default that requests wait for it as data while workers die),
 worker processes split by role as compose and Kubernetes run them (by default: the API and polls
-roles on thread pools, uploads on prefork), one beat (the reconciler), Flower, and a client thread that enqueues the
-batch by name over a while, retrying a failed enqueue with the same recording id, as a
-service should. On one timeline:
+roles on thread pools, uploads on prefork), one beat (the reconciler), Flower, and a client
+thread that enqueues the batch by name over a while, retrying a failed enqueue with the same
+recording id, as a service should. On one timeline:
 
 - every few seconds (seeded) a pool child or a whole worker is SIGKILLed, the workers by turns (a
   thread-pool worker has no children: it dies whole, with everything its threads ran and held);

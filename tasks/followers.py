@@ -5,8 +5,8 @@ id is kept on the record (``RecordStore.follow``) and the recording's end writes
 under it as under the first caller's id (a result, or the failure or cancellation). Nothing
 waits in a worker meanwhile, so a worker that dies cannot lose a follower's answer: the stage
 that ends the recording tells them all, and tells them again if it is redelivered because its
-worker died in between. Beyond ``MAX_FOLLOWERS``
-a caller checks back by countdown instead, so the record stays small whatever a client sends.
+worker died in between. Beyond ``MAX_FOLLOWERS`` a caller checks back by countdown instead, so
+the record stays small whatever a client sends.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import states
+
+from .records import Record, followers_in
 
 MAX_FOLLOWERS = 100
 
@@ -29,8 +31,7 @@ def tell_followers(backend: Any, followers: Iterable[str], *, result: Any = None
             backend.mark_as_failure(task_id, error, call_errbacks=False)
 
 
-def followers_of(record: Any) -> tuple[str, ...]:
-    """The followers kept on a record (``Record``), for telling them again: a stage redelivered
-    after its worker died between ending the recording and telling them."""
-    kept = record.get("followers")
-    return tuple(kept.split(",")) if kept else ()
+def followers_of(record: Record) -> tuple[str, ...]:
+    """The followers kept on a record, for telling them again: a stage redelivered after its
+    worker died between ending the recording and telling them."""
+    return followers_in(record.get("followers"))

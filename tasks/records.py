@@ -149,6 +149,11 @@ return state
 """
 
 
+def followers_in(kept: bytes | str | None) -> tuple[str, ...]:
+    """The task ids in a record's ``followers`` field (comma-separated, as ``_FOLLOW`` keeps them)."""
+    return tuple(text(kept).split(",")) if kept else ()
+
+
 @dataclass(frozen=True)
 class Ended:
     """What a move to a terminal state found: the previous state (None: no record) and, when this
@@ -283,7 +288,7 @@ class RecordStore:
         if outcome is None:
             return Ended(None)
         previous, followers = outcome
-        return Ended(RecordingState(text(previous)), tuple(text(followers).split(",")) if followers else ())
+        return Ended(RecordingState(text(previous)), followers_in(followers))
 
     def follow(self, recording_id: str, task_id: str, *, most: int) -> tuple[RecordingState | None, bool]:
         """Make ``task_id`` a follower of a live recording (at most ``most`` of them): the state found,
