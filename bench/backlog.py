@@ -489,7 +489,7 @@ def enqueue_and_settle(client: Any, r: redis_lib.Redis, ids: list[str], sample: 
 
 
 def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: int, ttl_s: int, lead_s: int,
-               settle_timeout_s: float | None, workdir: str, trace: bool = False) -> dict[str, Any]:
+               settle_timeout_s: float | None, workdir: str, trace: str = "") -> dict[str, Any]:
     from celery import Celery
 
     from plaud.sandbox import SandboxProcess, admin
@@ -505,9 +505,11 @@ def run_memory(n: int, *, rate_text: str, concurrency: int, pool: str, warm_up: 
             env = {"PLAUD_BASE_URL": sandbox.base_url, "REDIS_URL": server.url, "PLAUD_TX_RATE_LIMIT": rate_text,
                    "PLAUD_DOWNLOAD_URL_TTL_S": str(ttl_s), "PLAUD_UPLOAD_LEAD_S": str(lead_s)}
             snapshot_dir = os.path.join(workdir, f"snapshots-{n}")
-            if trace:  # tracemalloc from the start (one frame: cheap enough), snapshots on SIGUSR2
+            if trace:  # snapshots on SIGUSR2 (bench.memory_probe); tracemalloc from the start (one frame)
                 os.makedirs(snapshot_dir, exist_ok=True)
-                env.update(PYTHONTRACEMALLOC="1", PLAUD_BENCH_SNAPSHOT_DIR=snapshot_dir)
+                env.update(PLAUD_BENCH_SNAPSHOT_DIR=snapshot_dir)
+                if trace == "tracemalloc":
+                    env.update(PYTHONTRACEMALLOC="1")
             worker = WorkerProcess(env, concurrency=concurrency, pool=pool, name="backlog-memory",
                                    extra_args=("-I", "bench.memory_probe") if trace else ()).start()
             assert worker.proc is not None
@@ -612,6 +614,8 @@ def traced_growth(snapshots: dict[str, str], top: int = 12) -> dict[str, Any]:
                  for t in set(census["types"]) | set(idle_census["types"])}
         growth[phase] = {
             "traced_kib": round(((census["traced_bytes"] or 0) - (idle_census["traced_bytes"] or 0)) / 1024, 1),
+            "pss_kib": [idle_census["pss_kib"], census["pss_kib"]],
+            "pss_after_trim_kib": [idle_census["pss_after_trim_kib"], census["pss_after_trim_kib"]],
             "threads": [idle_census["threads"], census["threads"]],
             "top_lines": [{"where": str(s.traceback), "kib": round(s.size_diff / 1024, 1), "blocks": s.count_diff}
                           for s in stats[:top]],
@@ -648,6 +652,9 @@ def report_memory(m: dict[str, Any]) -> None:
     print("  largest Redis key groups: " + "; ".join(f"{c['keys']} x{c['count']} ~{c['bytes'] / 2**20:.1f} MiB"
                                                     for c in m["redis_keys"][:5]))
     for phase, grown in (m.get("traced") or {}).items():
+        (pss_idle, pss_then), (trim_idle, trim_then) = grown["pss_kib"], grown["pss_after_trim_kib"]
+        print(f"  main process PSS idle -> {phase}: {pss_idle / 1024:.1f} -> {pss_then / 1024:.1f} MiB; after "
+              f"malloc_trim(0) {trim_idle / 1024:.1f} -> {trim_then / 1024:.1f} MiB")
         print(f"  traced Python memory, idle -> {phase}: {grown['traced_kib']:+,.0f} KiB; threads "
               f"{grown['threads'][0]} -> {grown['threads'][1]}; largest growth by line:")
         for line in grown["top_lines"]:
@@ -703,9 +710,10 @@ def main() -> None:
     parser.add_argument("--download-ttl-s", type=int, default=600)
     parser.add_argument("--upload-lead-s", type=int, default=300)
     parser.add_argument("--settle-timeout-s", type=float, default=None)
-    parser.add_argument("--trace-memory", action="store_true",
-                        help="run the memory runs' worker under tracemalloc and report what grew, by line and by "
-                             "object type (slower; the PSS figures then include tracemalloc's own)")
+    parser.add_argument("--trace-memory", nargs="?", const="tracemalloc", default="", choices=("tracemalloc", "light"),
+                        help="report what the memory runs' worker grew: objects by type, PSS before and after "
+                             "malloc_trim(0), and with tracemalloc (the default; slower, and the PSS figures then "
+                             "include tracemalloc's own) by line; 'light' leaves tracemalloc off")
     parser.add_argument("--json", metavar="PATH", help="write the figures to this file")
     args = parser.parse_args()
 

@@ -1,13 +1,16 @@
 """Loaded into a benchmark's worker (``-I bench.memory_probe``) to see where its memory goes.
 
 On SIGUSR2 the worker writes, to ``PLAUD_BENCH_SNAPSHOT_DIR``, a tracemalloc snapshot (when it
-runs with ``PYTHONTRACEMALLOC``) and a census of the objects the garbage collector tracks, by
-type: what a benchmark diffs between idle and loaded. Never part of a real worker.
+runs with ``PYTHONTRACEMALLOC``), a census of the objects the garbage collector tracks, by type,
+and its PSS before and after glibc's ``malloc_trim(0)`` (memory freed but kept by the allocator
+shows as the difference): what a benchmark diffs between idle and loaded. Never part of a real
+worker.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import gc
 import json
 import os
@@ -20,15 +23,29 @@ SNAPSHOT_DIR = os.environ.get("PLAUD_BENCH_SNAPSHOT_DIR", "")
 _taken = [0]
 
 
+def _pss_kib() -> int:
+    with open("/proc/self/smaps_rollup") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
+
+
+def _trimmed() -> tuple[int, int]:
+    """PSS (KiB) before and after handing the allocator's free memory back to the system."""
+    before = _pss_kib()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return before, _pss_kib()
+
+
 def _write_snapshot() -> None:
     _taken[0] += 1
     base = os.path.join(SNAPSHOT_DIR, f"{os.getpid()}-{_taken[0]}")
+    pss_before_trim, pss_after_trim = _trimmed()
     census = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     threads = threading.active_count()
     if tracemalloc.is_tracing():
         tracemalloc.take_snapshot().dump(base + ".snapshot")
     with open(base + ".json.tmp", "w") as handle:
         json.dump({"types": dict(census.most_common(200)), "threads": threads,
+                   "pss_kib": pss_before_trim, "pss_after_trim_kib": pss_after_trim,
                    "traced_bytes": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None}, handle)
     os.rename(base + ".json.tmp", base + ".json")  # the benchmark waits for this name: written last
 
