@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import signal
+import sys
 import threading
 import tracemalloc
 from typing import Any
@@ -39,6 +40,7 @@ def _write_snapshot() -> None:
     _taken[0] += 1
     base = os.path.join(SNAPSHOT_DIR, f"{os.getpid()}-{_taken[0]}")
     pss_before_trim, pss_after_trim = _trimmed()
+    sys._debugmallocstats()  # pymalloc's arenas, pools and free blocks, to the worker's stderr (its log)
     census = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     threads = threading.active_count()
     if tracemalloc.is_tracing():
