@@ -20,20 +20,17 @@ import threading
 import tracemalloc
 from typing import Any
 
+from bench.proc import pss_kib
+
 SNAPSHOT_DIR = os.environ.get("PLAUD_BENCH_SNAPSHOT_DIR", "")
 _taken = [0]
 
 
-def _pss_kib() -> int:
-    with open("/proc/self/smaps_rollup") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
-
-
 def _trimmed() -> tuple[int, int]:
     """PSS (KiB) before and after handing the allocator's free memory back to the system."""
-    before = _pss_kib()
+    before = pss_kib()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return before, _pss_kib()
+    return before, pss_kib()
 
 
 def _write_snapshot() -> None:
