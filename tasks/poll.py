@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Retry
 
 from plaud.budget import POLL
 from plaud.transcriptions import TranscriptionStatus
@@ -23,7 +23,7 @@ from .failures import FailureKind, StageName
 from .records import Record, RecordingState
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .settings import PipelineSettings
-from .stage import StageTask, budget_place
+from .stage import NothingFollows, StageTask, budget_place
 from .timing import TimingEstimate
 
 EARLY_TOLERANCE_S = 0.5
@@ -50,7 +50,7 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
             self.give_back_grant(recording_id, POLL)
         return  # seen done already: on to deliver
     if poll_token is not None and poll_token != record.get("poll_token"):
-        raise Ignore()  # superseded by the reconciler's poll
+        raise NothingFollows("superseded by the reconciler's poll")
     now = time.time()
     submitted_at = record.number("submitted_at", now)
     waited_s = now - submitted_at
@@ -111,7 +111,7 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
 
 
 def wait_until(task: StageTask, recording_id: str, record: Record, at: float,
-               fields: dict[str, Any] | None = None) -> Retry | Ignore:
+               fields: dict[str, Any] | None = None) -> Retry | NothingFollows:
     """Move the next request to ``at`` (in the record, the reconciler's due index and the budget's plan);
     returns what to raise (``sleep_then_poll``)."""
     rt = task.rt
@@ -125,7 +125,7 @@ def wait_until(task: StageTask, recording_id: str, record: Record, at: float,
 
 
 def sleep_then_poll(task: StageTask, recording_id: str, remaining_s: float, waited_s: float,
-                    expected_s: float) -> Retry | Ignore:
+                    expected_s: float) -> Retry | NothingFollows:
     """This poll again after its next hop; returns the retry (a countdown, within the hold horizon)
     or the end of this task (the poll sleeps as data until then; ``tasks.sleeping_polls``) to raise."""
     rt = task.rt
@@ -133,7 +133,7 @@ def sleep_then_poll(task: StageTask, recording_id: str, remaining_s: float, wait
     if hop <= rt.settings.poll_hold_horizon_s:
         return task.retry_in(hop)
     rt.sleeping_polls.sleep(recording_id, time.time() + hop)
-    return Ignore()
+    return NothingFollows("sleeps as data until its next poll")
 
 
 def hop_s(remaining_s: float, waited_s: float, expected_s: float) -> float:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Retry
 
 from plaud import retry as retry_policy
 from plaud.budget import Budget
@@ -50,6 +50,23 @@ REDIS_AWAY_RETRY_S = 2.0
 # What redis-py raises when Redis does not answer (MasterNotFoundError and a demoted master are
 # ConnectionErrors too): an outage, not a fault of the recording.
 REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
+
+
+class NothingFollows(Exception):  # noqa: N818 (an outcome, not an error)
+    """This run of a stage ends here and its chain does not go on: the recording waits as data
+    (the dispatcher enqueues the stage again when its turn comes) or another run took it over.
+
+    ``StageTask`` ends the task with a plain return of ``outcome`` rather than Celery's ``Ignore``.
+    For ``Ignore`` Celery builds an exception report of the whole call stack in the process that ran
+    the task (CPU on every wait, and copies of code objects that a worker keeps growing into) and
+    sends no final event, so Flower shows the task as started for ever. A return is acknowledged
+    the same way, stores nothing (a stage ignores its result) and shows as succeeded with the
+    outcome as its result.
+    """
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
 
 
 def load(rt: Runtime, recording_id: str, stage: StageName, *, backend: Any = None) -> Record:
@@ -115,6 +132,10 @@ class StageTask(Task):
     def __call__(self, *args: object, **kwargs: object) -> object:
         try:
             return super().__call__(*args, **kwargs)
+        except NothingFollows as end:
+            request = self.request
+            request.chain = request.callbacks = None  # what Celery would send on after a return
+            return end.outcome
         except REDIS_AWAY as exc:
             # Outside errors_handled too (a stage's first read of its record): Redis being away
             # is a retry, not a failed task that only the reconciler would pick up again.
@@ -159,7 +180,7 @@ class StageTask(Task):
         """Turn any error in the body into this stage's retry or the recording's failure."""
         try:
             yield
-        except (Retry, Ignore, RecordingFailed):
+        except (Retry, NothingFollows, RecordingFailed):
             raise
         except Exception as exc:
             raise self.outcome_of(recording_id, exc) from None
@@ -179,7 +200,7 @@ class StageTask(Task):
         return record_failure(self.rt, recording_id, Failure.now(self.stage, kind, reason, error),
                               backend=self.backend)
 
-    def waits_as_data(self, recording_id: str, what: str) -> Ignore:
+    def waits_as_data(self, recording_id: str, what: str) -> NothingFollows:
         """The recording now waits in Redis (for budget, or for its upload slot) and this task ends;
         the dispatcher enqueues the stage again when its turn comes. Returns the exception to raise.
 
@@ -191,9 +212,9 @@ class StageTask(Task):
         rt.store.update(recording_id, {"waiting_for": what, "waiting_since": now})
         rt.store.increment(recording_id, "waits")
         rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
-        return Ignore()
+        return NothingFollows(f"waits as data for {what}")
 
-    def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed | Ignore:
+    def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed | NothingFollows:
         """What an exception in this stage means: a wait, the retry or the failure to raise."""
         rt = self.rt
         if isinstance(exc, REDIS_AWAY):

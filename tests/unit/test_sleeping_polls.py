@@ -104,14 +104,14 @@ class Task:
 
 
 def test_a_poll_holds_a_countdown_within_the_horizon_and_sleeps_as_data_beyond_it(rt):
-    from celery.exceptions import Ignore
+    from tasks.stage import NothingFollows
 
     task = Task(rt)
     horizon = rt.settings.poll_hold_horizon_s
-    assert not isinstance(poll.sleep_then_poll(task, "near", horizon - 1, 100.0, 50.0), Ignore)
+    assert not isinstance(poll.sleep_then_poll(task, "near", horizon - 1, 100.0, 50.0), NothingFollows)
     assert task.retries == [horizon - 1] and rt.sleeping_polls.count() == 0
     before = time.time()
-    assert isinstance(poll.sleep_then_poll(task, "far", 3600.0, 100.0, 50.0), Ignore)
+    assert isinstance(poll.sleep_then_poll(task, "far", 3600.0, 100.0, 50.0), NothingFollows)
     assert task.retries == [horizon - 1]  # no countdown task: the poll sleeps in Redis
     assert before + 3600 <= rt.sleeping_polls.wake_at("far") <= time.time() + 3600
 
