@@ -10,7 +10,9 @@ The format is recognised from the file's first bytes, not its name.
 
 The audio libraries load on first use, not on import: every worker process imports this module
 (through the client), and numpy, libsndfile and LAME cost tens of MiB that only a process that
-transcodes needs (mutagen, which reads a duration from headers, loads at a process's first upload).
+transcodes needs. An MP3's duration is read from its frame headers here (``mp3_frames``); mutagen,
+which reads other formats' durations, loads only when one of those, or an MP3 those headers do
+not describe, comes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from . import mp3_frames
 from .errors import SourceError, UnsupportedAudio
 
 log = logging.getLogger("plaud.transcode")
@@ -71,6 +74,10 @@ def probe_duration_s(path: str, kind: str | None = None) -> float | None:
     import and try every format mutagen knows, several times the work. Should that reader fail,
     every format is tried as before.
     """
+    if kind == "mp3":
+        length = mp3_frames.duration_s(path)
+        if length:
+            return length
     import mutagen
 
     reader = _duration_reader(kind)
