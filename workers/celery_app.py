@@ -37,7 +37,7 @@ from tasks.redis_connection import celery_transport_options
 from tasks.settings import PipelineSettings
 
 from .dispatcher import Dispatcher
-from .memory import TimerCompaction, freeze_heap
+from .memory import TimerCompaction, freeze_heap, limit_malloc_arenas
 
 ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
@@ -99,6 +99,7 @@ def check_configuration(**_: object) -> None:
         logging.getLogger("plaud.worker").critical("cannot start: %s", exc)
         raise SystemExit(f"plaud-workers: cannot start: {exc}") from None
     logging.getLogger("plaud.worker").info("worker talks to %s", config.describe())
+    limit_malloc_arenas()  # before the pool's threads start (workers/memory.py)
     freeze_heap()  # before the pool forks: the children keep sharing these pages (workers/memory.py)
 
 

@@ -1,6 +1,7 @@
-"""What keeps a worker's memory flat: pages shared with the pool stay shared, and the timer forgets.
+"""What keeps a worker's memory flat: pages shared with the pool stay shared, the timer forgets,
+and threads share their allocator.
 
-Two causes, found with tracemalloc and per-mapping smaps diffs (BENCHMARKS.md, worker memory):
+Three causes, found with tracemalloc and per-mapping smaps diffs (BENCHMARKS.md, worker memory):
 
 - **Garbage collections un-share pages.** A collection writes to the GC header of every object it
   walks. In the main process before it forks, that makes every page the pool children would share
@@ -14,13 +15,22 @@ Two causes, found with tracemalloc and per-mapping smaps diffs (BENCHMARKS.md, w
   after 20,000 tasks. ``TimerCompaction`` drops the cancelled entries every few seconds, on the loop
   itself, so no lock is needed. It reaches into kombu's heap (``Timer._queue``): a kombu without it
   is left alone, and a test checks the shape it relies on.
+- **Each thread gets its own malloc arena.** glibc gives every thread that allocates an arena of
+  its own (up to eight per core), which keeps what that thread freed for its next allocations.
+  A worker's threads take turns under the GIL, so the extra arenas buy no parallelism and hold
+  megabytes: a thread-pool worker's 16 threads each kept one. ``limit_malloc_arenas`` caps them at
+  ``MALLOC_ARENAS`` at ``worker_init``, before the pool's threads start; glibc's own
+  ``MALLOC_ARENA_MAX``, when set, is left to decide.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import heapq
 import logging
+import os
+import platform
 from typing import Any
 
 from celery import bootsteps
@@ -28,12 +38,28 @@ from celery import bootsteps
 log = logging.getLogger("plaud.worker")
 
 COMPACT_EVERY_S = 10.0
+MALLOC_ARENAS = 2  # the main arena and one that the threads share
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 
 
 def freeze_heap() -> None:
     """Collect once, then keep every object alive now out of all later collections."""
     gc.collect()
     gc.freeze()
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process; True if capped.
+
+    Call it before other threads allocate: glibc fixes its limit when the first thread beyond the
+    main one needs an arena. Nothing is changed off glibc, or when ``MALLOC_ARENA_MAX`` is set.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 def drop_cancelled_entries(timer: Any) -> int:
