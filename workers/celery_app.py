@@ -36,6 +36,7 @@ from tasks.errors import RejectedMessage
 from tasks.redis_connection import celery_transport_options
 from tasks.settings import PipelineSettings
 
+from .broker_transport import transport_for
 from .dispatcher import Dispatcher
 from .memory import TimerCompaction, freeze_heap, limit_malloc_arenas
 
@@ -67,6 +68,7 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         # A publish (an enqueue, a retry's countdown, the next stage) tries three times, then raises.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 2.0},
         broker_connection_retry_on_startup=True,
+        broker_transport=transport_for(settings.broker),  # kombu's, one client per pool (workers/broker_transport.py)
         result_expires=settings.result_ttl_s,
         task_queues=[Queue(name) for name in names.WORKER_QUEUES],
         task_default_queue=names.API_QUEUE,
