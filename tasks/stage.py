@@ -90,6 +90,20 @@ def load(rt: Runtime, recording_id: str, stage: StageName, *, backend: Any = Non
     return record
 
 
+def wait_as_data(rt: Runtime, recording_id: str, what: str) -> str:
+    """Mark the recording as waiting in Redis (for budget, or for its upload slot), in the line it
+    has joined; returns the outcome for the task that ends here.
+
+    The record says what it waits for (``status`` shows it); its due time stays a grace period
+    ahead, so the reconciler looks at it and re-drives it only if the wait itself was lost.
+    """
+    now = time.time()
+    rt.store.update(recording_id, {"waiting_for": what, "waiting_since": now})
+    rt.store.increment(recording_id, "waits")
+    rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
+    return f"waits as data for {what}"
+
+
 def budget_place(record: Record) -> dict[str, str]:
     """Where the recording's requests stand in the budget's lines: its tenant and priority."""
     return {"tenant": record.get("tenant") or DEFAULT_TENANT, "priority": record.get("priority") or DEFAULT_PRIORITY}
@@ -201,18 +215,9 @@ class StageTask(Task):
                               backend=self.backend)
 
     def waits_as_data(self, recording_id: str, what: str) -> NothingFollows:
-        """The recording now waits in Redis (for budget, or for its upload slot) and this task ends;
-        the dispatcher enqueues the stage again when its turn comes. Returns the exception to raise.
-
-        The record says what it waits for (``status`` shows it); its due time stays a grace period
-        ahead, so the reconciler looks at it and re-drives it only if the wait itself was lost.
-        """
-        rt = self.rt
-        now = time.time()
-        rt.store.update(recording_id, {"waiting_for": what, "waiting_since": now})
-        rt.store.increment(recording_id, "waits")
-        rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
-        return NothingFollows(f"waits as data for {what}")
+        """The recording now waits in Redis (``wait_as_data``) and this task ends; the dispatcher
+        enqueues the stage again when its turn comes. Returns the exception to raise."""
+        return NothingFollows(wait_as_data(self.rt, recording_id, what))
 
     def outcome_of(self, recording_id: str, exc: Exception) -> Retry | RecordingFailed | NothingFollows:
         """What an exception in this stage means: a wait, the retry or the failure to raise."""

@@ -30,12 +30,13 @@ from .deliver import deliver
 from .errors import IdempotencyConflict, InvalidRequest, RecordingFailed
 from .failures import Failure, FailureKind, StageName
 from .followers import MAX_FOLLOWERS
-from .names import DEFAULT_PRIORITY, DEFAULT_TENANT, PRIORITIES
+from .names import DEFAULT_PRIORITY, DEFAULT_TENANT, PRIORITIES, WAITING_FOR_UPLOAD
 from .poll import poll
 from .records import RecordingState
 from .runtime import runtime
+from .stage import wait_as_data
 from .submit import submit
-from .upload import upload
+from .upload import has_upload_slot, upload
 
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_FOLLOW_INTERVAL_S = 30.0
@@ -146,13 +147,18 @@ def hand_over(task: EntryTask, signature: Any) -> Any:
     request that Celery would have to rewire (callbacks, errbacks, a chain, a chord or group around
     the entry, eager mode) goes through ``replace`` itself.
     """
-    request = task.request
-    if request.is_eager or request.callbacks or request.errbacks or request.chain or request.chord or \
-            request.group:
+    if not plain(task.request):
         return task.replace(signature)
-    signature.freeze(request.id)  # the last task takes this task's id
+    signature.freeze(task.request.id)  # the last task takes this task's id
     signature.delay()
     return HANDED_OVER
+
+
+def plain(request: Any) -> bool:
+    """Whether the entry was sent alone: no callbacks, errbacks, chain, chord or group around it
+    for Celery to rewire, and not run eagerly. Only such an entry may end by returning."""
+    return not (request.is_eager or request.callbacks or request.errbacks or request.chain or request.chord
+                or request.group)
 
 
 def mark_started(task: EntryTask) -> None:
@@ -196,6 +202,11 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
         # The same request, in flight or done: start nothing; resolve to that recording's outcome.
         return hand_over(self, follow.si(recording_id))
     rt.plan_recording(recording_id)
+    if plain(self.request) and not has_upload_slot(rt, recording_id, created_at=time.time()):
+        # Behind a deep backlog: the recording waits in the upload line from here, and the
+        # dispatcher starts its chain when its slot comes (carrying this task's id, from the
+        # record). An upload task sent now would only find the same and end.
+        return wait_as_data(rt, recording_id, WAITING_FOR_UPLOAD)
     return hand_over(self, pipeline(recording_id, poll_token, task_id=None))
 
 

@@ -29,11 +29,12 @@ def uploaded(record: Record) -> bool:
     return bool(record.get("transcription_id")) or has_usable_download_url(record, time.time())
 
 
-def has_upload_slot(rt: Runtime, record: Record) -> bool:
-    """Whether the recording may upload now: its submit is near enough for the DownloadUrl to last."""
+def has_upload_slot(rt: Runtime, recording_id: str, created_at: float) -> bool:
+    """Whether the recording may upload now: its submit is near enough for the DownloadUrl to last.
+    If not, it has joined the upload line, in the order it was created."""
     if rt.upload_slots is None:
         return True
-    return rt.upload_slots.take(record.recording_id, order=record.number("created_at"), now=time.time())
+    return rt.upload_slots.take(recording_id, order=created_at, now=time.time())
 
 
 def run_upload(rt: Runtime, record: Record) -> None:
@@ -80,6 +81,6 @@ def upload(self: StageTask, recording_id: str) -> None:
     with self.errors_handled(recording_id), self.leased(recording_id) as record:
         if uploaded(record):
             return
-        if not has_upload_slot(self.rt, record):
+        if not has_upload_slot(self.rt, recording_id, record.number("created_at")):
             raise self.waits_as_data(recording_id, WAITING_FOR_UPLOAD)
         run_upload(self.rt, record)

@@ -148,3 +148,39 @@ def test_recordings_still_in_the_broker_count_against_the_budgets_slack(limited_
     redis_client.rpush(names.API_QUEUE, "entry-3")
     assert limited.entries_waiting() == 3
     assert limited.budget_slack() == pytest.approx(0.4)  # each will submit and poll: 6 of 10
+
+
+def test_an_entry_behind_a_full_upload_line_waits_in_it_and_sends_no_upload_task(limited_runtime, speech_mp3,
+                                                                                 monkeypatch):
+    from tasks import dispatch, reconcile
+    from tasks import transcribe as entry
+    from tasks.failures import StageName
+
+    limited = limited_runtime("1/m")
+    slots = limited.upload_slots
+    for i in range(slots.capacity - 1):  # every slot but one is taken by recordings ahead
+        assert slots.take(f"ahead-{i}", order=i, now=time.time())
+    handed = []
+    monkeypatch.setattr(entry, "hand_over", lambda task, signature: handed.append(signature) or "handed over")
+    run = f"line-{time.time_ns()}"
+    assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-0") == "handed over"  # the last slot
+    assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-1") == "waits as data for upload"
+    assert len(handed) == 1  # no upload task for the second: it would only have found the line full
+    record = limited.store.get(f"{run}-1")
+    assert record.state is RecordingState.QUEUED and record.get("waiting_for") == "upload"
+    assert limited.in_line_for(f"{run}-1") == "upload" and record.number("waits") == 1
+
+    woken = []
+
+    class Chain:
+        def __init__(self, recording_id, token, *, task_id, start):
+            woken.append((recording_id, start))
+
+        def apply_async(self, **options):
+            pass
+
+    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    assert dispatch.dispatch_once(limited).woken == 0  # no slot free yet
+    slots.done(f"{run}-0")  # the first was submitted: its slot is free
+    dispatch.dispatch_once(limited)
+    assert woken == [(f"{run}-1", StageName.UPLOAD)]  # its chain starts at the upload
