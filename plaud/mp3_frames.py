@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 SCAN_BYTES = 64 * 1024  # how far past the tags to look for the first frame
 ID3V1_BYTES = 128
+MAX_ID3V2_TAGS = 8  # tags in front of the audio that are stepped over; a file of nothing but tags ends here
 
 # Bitrates in kbit/s by bitrate index, for (MPEG-1, layer) and (MPEG-2/2.5, layer).
 _BITRATES_KBPS = {
@@ -106,7 +107,7 @@ def _duration(handle: BinaryIO, size: int) -> float | None:
 def _audio_start(handle: BinaryIO) -> int:
     """Where the audio starts: after any ID3v2 tags at the front (a file may carry more than one)."""
     start = 0
-    while True:
+    for _ in range(MAX_ID3V2_TAGS):
         handle.seek(start)
         head = handle.read(10)
         if len(head) < 10 or head[:3] != b"ID3":
@@ -116,6 +117,7 @@ def _audio_start(handle: BinaryIO) -> int:
             raise ValueError("an ID3v2 size is synchsafe: no byte has its high bit set")
         size = (size_bytes[0] << 21) | (size_bytes[1] << 14) | (size_bytes[2] << 7) | size_bytes[3]
         start += 10 + size + (10 if head[5] & 0x10 else 0)
+    return start
 
 
 def _first_frame(data: bytes) -> tuple[int, FrameHeader] | None:

@@ -2,7 +2,9 @@
 
 It checks the kwargs, creates the recording record and replaces itself with the chain
 upload → submit → poll → deliver, whose last task takes this task's id: so
-``AsyncResult(<this task's id>)`` resolves to the transcript, or to the failure. Enqueueing the
+``AsyncResult(<this task's id>)`` resolves to the transcript, or to the failure. Behind a full
+upload line the recording waits there as data instead, and the dispatcher starts the same chain,
+under the same id, when its upload slot comes. Enqueueing the
 same request again under a ``recording_id`` that exists starts nothing new: the task follows the
 existing recording and resolves to the same outcome. A different request under that id (another
 source, params, user or tenant) is refused, naming what differs.

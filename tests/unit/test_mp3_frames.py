@@ -78,7 +78,8 @@ def test_tags_before_and_after_and_junk_before_the_first_frame_are_stepped_over(
 
 def test_what_is_not_an_mp3_has_no_duration(tmp_path):
     for name, data in (("empty", b""), ("zeros", b"\0" * 5000), ("id3-only", b"ID3\x04\0\0\0\0\0\x10" + b"\0" * 16),
-                       ("text", b"hello world\n" * 100), ("bad-id3-size", b"ID3\x04\0\0\xff\xff\xff\xff")):
+                       ("text", b"hello world\n" * 100), ("bad-id3-size", b"ID3\x04\0\0\xff\xff\xff\xff"),
+                       ("only-tags", b"ID3\x04\0\0\0\0\0\0" * 100_000)):
         (tmp_path / name).write_bytes(data)
         assert mp3_frames.duration_s(str(tmp_path / name)) is None, name
     assert mp3_frames.duration_s(str(tmp_path / "missing.mp3")) is None
