@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from kombu import Connection, Exchange, Queue
@@ -35,31 +36,34 @@ def test_a_channel_keeps_one_client_that_threads_share_and_messages_still_flow(r
         with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
             assert first is second  # kombu's own channel builds a new redis.Redis here, every call
         assert channel._create_client(asynchronous=True) is not first  # the consumer's stays kombu's
-        exchange = Exchange("shared-client", type="direct")
-        queue = Queue("shared-client", exchange, routing_key="k")
+        queue = Queue(f"shared-client-{time.time_ns()}", Exchange("shared-client", type="direct"), routing_key="k")
         producer = connection.Producer(channel)
-        seen: list[int] = []
-        errors: list[BaseException] = []
-
-        def publish(start: int) -> None:
-            try:
-                for n in range(start, start + 50):
-                    producer.publish({"n": n}, exchange=exchange, routing_key="k", declare=[queue])
-            except BaseException as exc:  # noqa: BLE001 (reported below)
-                errors.append(exc)
-
-        threads = [threading.Thread(target=publish, args=(i * 50,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        for n in range(200):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="k", declare=[queue])
         with connection.SimpleQueue(queue) as simple:
-            for _ in range(200):
-                message = simple.get(timeout=5)
-                seen.append(message.payload["n"])
-                message.ack()
-        assert sorted(seen) == list(range(200))
+            messages = [simple.get(timeout=5) for _ in range(200)]
+            assert sorted(m.payload["n"] for m in messages) == list(range(200))
+            assert channel.client.hlen(channel.unacked_key) == 200  # delivered, not yet acknowledged
+
+            # A thread pool's tasks acknowledge on the consumer's channel, each from its own thread:
+            # every ack goes through the one shared client at once.
+            errors: list[BaseException] = []
+
+            def ack(batch: list) -> None:
+                try:
+                    for message in batch:
+                        message.ack()
+                except BaseException as exc:  # noqa: BLE001 (reported below)
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=ack, args=(messages[i::4],)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == []
+            assert channel.client.hlen(channel.unacked_key) == 0
+            assert channel.client.zcard(channel.unacked_index_key) == 0
 
 
 def test_a_channel_whose_pool_was_replaced_builds_a_client_for_the_new_one(redis_server):

@@ -154,7 +154,11 @@ def test_celery_gets_the_master_name_and_the_sentinels_password_for_a_sentinel_l
     assert app.conf.broker_transport_options == {"visibility_timeout": 14400, "socket_timeout": 5.0,
                                                  "socket_connect_timeout": 5.0, "socket_keepalive": True, **expected}
     assert app.conf.result_backend_transport_options == expected
-    assert app.connection_for_write().transport_cls == "sentinel"
+    # Kombu's Sentinel transport (with one client per pool: workers/broker_transport.py).
+    from kombu.transport.redis import SentinelTransport
+
+    connection = app.connection_for_write()
+    assert issubclass(connection.transport.__class__, SentinelTransport)
     backend = app.backend
     assert isinstance(backend, SentinelBackend)
     # What Celery's backend builds from it (no connection is opened): the same Sentinels and passwords.
