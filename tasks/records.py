@@ -243,8 +243,21 @@ class RecordStore:
 
     def update(self, recording_id: str, values: dict[str, Any]) -> None:
         """Set fields without a state change (progress, counters)."""
-        flat = self._encode(recording_id, {**values, "updated_at": time.time()})
-        self.redis.hset(self.key(recording_id), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
+        self.redis.hset(self.key(recording_id), mapping=self._mapping(recording_id, values, time.time()))
+
+    def mark_waiting(self, recording_id: str, what: str, *, now: float, due_at: float) -> None:
+        """The recording waits as data for ``what``: say so, count the wait and move its due time, in
+        one round trip (behind a deep backlog every recording does this once)."""
+        key = self.key(recording_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=self._mapping(recording_id, {"waiting_for": what, "waiting_since": now}, now))
+        pipe.hincrby(key, "waits", 1)
+        pipe.zadd(DUE_INDEX, {recording_id: due_at})
+        pipe.execute()
+
+    def _mapping(self, recording_id: str, values: dict[str, Any], now: float) -> dict[str, Any]:
+        flat = self._encode(recording_id, {**values, "updated_at": now})
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def clear(self, recording_id: str, *names: str) -> None:
         """Remove fields (spent progress, a transcript copied into the result, an old failure)."""

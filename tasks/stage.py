@@ -98,9 +98,7 @@ def wait_as_data(rt: Runtime, recording_id: str, what: str) -> str:
     ahead, so the reconciler looks at it and re-drives it only if the wait itself was lost.
     """
     now = time.time()
-    rt.store.update(recording_id, {"waiting_for": what, "waiting_since": now})
-    rt.store.increment(recording_id, "waits")
-    rt.store.set_due(recording_id, now + rt.settings.reconcile_grace_s)
+    rt.store.mark_waiting(recording_id, what, now=now, due_at=now + rt.settings.reconcile_grace_s)
     return f"waits as data for {what}"
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks.names import API_QUEUE, ENTRY_QUEUE, POLLS_QUEUE, UPLOADS_QUEUE, WORKER_QUEUES
+from tasks.names import ENTRY_QUEUES, POLLS_QUEUE, UPLOADS_QUEUE, WORKER_QUEUES
 
 THREADS_CONCURRENCY = 16  # threads per worker of the HTTP-bound roles, unless told
 
 # The roles a fleet is split into (compose and Kubernetes run one deployment per role), by the
 # queues each consumes; "all" is one worker on every queue.
-ROLES = {"api": (ENTRY_QUEUE, API_QUEUE), "uploads": (UPLOADS_QUEUE,), "polls": (POLLS_QUEUE,), "all": WORKER_QUEUES}
+ROLES = {"api": ENTRY_QUEUES, "uploads": (UPLOADS_QUEUE,), "polls": (POLLS_QUEUE,), "all": WORKER_QUEUES}
 
 
 @dataclass(frozen=True)
