@@ -38,10 +38,21 @@ FAILOVER_RETRY_GAP_S = 0.5
 # failover) is replaced before a command is lost on it.
 HEALTH_CHECK_INTERVAL_S = 30
 
+# The buffer each connection reads replies into. redis-py allocates (and zero-fills) 64 KiB per
+# connection; a warm thread-pool worker holds about 40 connections (its own pool, the result
+# backend's, kombu's channels), so that was about 2 MiB of its memory held for replies of a few
+# KiB: a record, a task message, a result. A larger reply takes more than one read.
+READ_BUFFER_BYTES = 8 * 1024
+
 
 def _timeouts(settings: PipelineSettings) -> dict[str, Any]:
     return {"socket_timeout": settings.redis_socket_timeout_s,
             "socket_connect_timeout": settings.redis_connect_timeout_s}
+
+
+def _connection_options(settings: PipelineSettings) -> dict[str, Any]:
+    return {"health_check_interval": HEALTH_CHECK_INTERVAL_S, "socket_read_size": READ_BUFFER_BYTES,
+            **_timeouts(settings)}
 
 
 def sentinel_kwargs(settings: PipelineSettings) -> dict[str, Any]:
@@ -60,12 +71,11 @@ def connect(settings: PipelineSettings, url: str | None = None) -> redis.Redis:
     """A client for the Redis at ``url`` (default ``REDIS_URL``); connects on its first command."""
     url = url or settings.redis_url
     if not is_sentinel_url(url):
-        return redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_INTERVAL_S, **_timeouts(settings))
+        return redis.Redis.from_url(url, **_connection_options(settings))
     where = parse_sentinel_url(url)
     sentinel = Sentinel(list(where.sentinels), sentinel_kwargs=sentinel_kwargs(settings))
     return sentinel.master_for(settings.sentinel_master, db=where.db, username=where.username,
-                               password=where.password, health_check_interval=HEALTH_CHECK_INTERVAL_S,
-                               **_timeouts(settings))
+                               password=where.password, **_connection_options(settings))
 
 
 def celery_transport_options(settings: PipelineSettings, url: str) -> dict[str, Any]:

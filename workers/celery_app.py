@@ -39,6 +39,7 @@ from tasks.settings import PipelineSettings
 from .broker_transport import transport_for
 from .dispatcher import Dispatcher
 from .memory import TimerCompaction, freeze_heap, limit_malloc_arenas
+from .result_backend import BACKEND_OVERRIDES
 
 ROUTES = {task: {"queue": queue} for task, queue in names.ROUTES.items()}
 TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll", "tasks.deliver", "tasks.reconcile",
@@ -48,6 +49,7 @@ TASK_MODULES = ["tasks.transcribe", "tasks.upload", "tasks.submit", "tasks.poll"
 def make_app(settings: PipelineSettings | None = None) -> Celery:
     settings = settings or PipelineSettings.from_env()
     app = Celery("plaud-workers", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
+    app.loader.override_backends = BACKEND_OVERRIDES  # Celery's Redis backends, small read buffers
     redis_timeouts = {"socket_timeout": settings.redis_socket_timeout_s,
                       "socket_connect_timeout": settings.redis_connect_timeout_s, "socket_keepalive": True}
     app.conf.update(
@@ -70,6 +72,11 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport=transport_for(settings.broker),  # kombu's, one client per pool (workers/broker_transport.py)
         result_expires=settings.result_ttl_s,
+        # One result backend for every thread of the process (Celery builds one per thread without
+        # it, each with its own client, connection pool and connections: about 140 KiB a thread).
+        # Redis clients are thread-safe; what is not is waiting on results through pub/sub from
+        # several threads at once, which a worker never does (its tasks do not join other tasks).
+        result_backend_thread_safe=True,
         task_queues=[Queue(name) for name in names.WORKER_QUEUES],
         task_default_queue=names.API_QUEUE,
         task_routes=ROUTES,

@@ -13,7 +13,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from plaud.errors import ConfigError
 from plaud.redact import mask_url_passwords, redact
-from tasks.redis_connection import celery_transport_options, connect
+from tasks.redis_connection import READ_BUFFER_BYTES, celery_transport_options, connect
 from tasks.redis_urls import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from tasks.settings import PipelineSettings
 
@@ -136,6 +136,71 @@ def test_the_master_client_runs_commands_and_lua_scripts_where_the_sentinels_poi
     plain = redis.Redis(port=redis_server.port, db=5)
     assert plain.get("plaud:test:counter") == b"7"  # in the URL's database
     plain.delete("plaud:test:counter")
+
+
+# -- the read buffer -------------------------------------------------------------------------------
+
+def read_buffer_bytes(pool: redis.ConnectionPool) -> int:
+    """The buffer a connection of this pool reads replies into, on a connection really opened."""
+    connection = pool.get_connection()
+    try:
+        connection.connect()
+        return len(connection._parser._buffer)  # redis-py allocates and zero-fills it per connection
+    finally:
+        pool.release(connection)
+
+
+def test_every_connection_a_worker_opens_reads_into_the_small_buffer(redis_server, monkeypatch):
+    """Ours, the result backend's and kombu's channels, the consumer's too: redis-py's default is
+    64 KiB each, about 2 MiB over a warm thread-pool worker's connections."""
+    from workers import broker_transport
+    from workers.celery_app import make_app
+    from workers.result_backend import RedisBackend
+
+    assert READ_BUFFER_BYTES < redis.connection.DEFAULT_SOCKET_READ_SIZE
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    settings = PipelineSettings.from_env()
+    assert read_buffer_bytes(connect(settings).connection_pool) == READ_BUFFER_BYTES
+    app = make_app(settings)
+    backend = app.backend
+    assert isinstance(backend, RedisBackend) and backend.url == redis_server.url
+    assert read_buffer_bytes(backend.client.connection_pool) == READ_BUFFER_BYTES
+    backend.set("plaud:test:result", b"stored")  # and it still works as Celery's backend
+    assert backend.get("plaud:test:result") == b"stored"
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, broker_transport.Channel)
+        assert read_buffer_bytes(channel.pool) == READ_BUFFER_BYTES
+        assert read_buffer_bytes(channel.async_pool) == READ_BUFFER_BYTES
+
+
+def test_a_workers_threads_share_one_result_backend():
+    """Celery builds a backend per thread unless told it is thread-safe: 16 threads were 16 clients,
+    pools and sets of connections."""
+    import threading
+
+    from workers.celery_app import make_app
+
+    app = make_app()
+    backend = app.backend  # as a worker's main thread does before its pool's threads run tasks
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(app.backend)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 4 and all(other is backend for other in seen)
+
+
+def test_a_sentinel_backend_keeps_the_small_buffer_for_the_master():
+    from workers.celery_app import make_app
+    from workers.result_backend import SentinelBackend
+
+    backend = make_app(sentinel_settings()).backend
+    assert isinstance(backend, SentinelBackend)
+    sentinel = backend._get_sentinel_instance(**backend.connparams)
+    assert sentinel.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
+    assert connect(sentinel_settings()).connection_pool.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
 
 
 # -- Celery -------------------------------------------------------------------------------------
