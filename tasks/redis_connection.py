@@ -61,7 +61,7 @@ def sentinel_kwargs(settings: PipelineSettings) -> dict[str, Any]:
     Always given explicitly: Celery's result backend would otherwise talk to them with no
     timeout at all (it passes an empty dict, which redis-py does not fill in).
     """
-    kwargs = _timeouts(settings)
+    kwargs = {**_timeouts(settings), "socket_read_size": READ_BUFFER_BYTES}
     if settings.sentinel_password:
         kwargs["password"] = settings.sentinel_password
     return kwargs

@@ -72,10 +72,12 @@ def make_app(settings: PipelineSettings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport=transport_for(settings.broker),  # kombu's, one client per pool (workers/broker_transport.py)
         result_expires=settings.result_ttl_s,
-        # One result backend for every thread of the process (Celery builds one per thread without
-        # it, each with its own client, connection pool and connections: about 140 KiB a thread).
-        # Redis clients are thread-safe; what is not is waiting on results through pub/sub from
-        # several threads at once, which a worker never does (its tasks do not join other tasks).
+        # One result backend for every thread of the process. Without it Celery builds one per thread,
+        # each with its own client, connection pool and connections: about 140 KiB a thread. Redis
+        # clients are thread-safe. A worker never waits on results (its pool sets Celery's
+        # task_join_will_block, so it subscribes to none); a process that does, such as a service
+        # enqueueing through workers.handle, shares Celery's result consumer, which serializes
+        # its pub/sub use behind a lock (celery.backends.redis.ResultConsumer, Celery 5.7).
         result_backend_thread_safe=True,
         task_queues=[Queue(name) for name in names.WORKER_QUEUES],
         task_default_queue=names.API_QUEUE,

@@ -1,12 +1,14 @@
 """Celery's Redis result backends, with connections that read replies into a small buffer.
 
-Celery builds a result backend per thread (``app.backend`` is thread-local), each with its own
-connection pool: a thread-pool worker of 16 holds 16 or more backend connections. With
-redis-py's 64 KiB read buffer each, that was a megabyte and more of the worker's memory for
-replies of a few hundred bytes (a task's state, a stored result). Everything else is Celery's.
+redis-py allocates and zero-fills a 64 KiB read buffer for every connection. The backend's pool
+holds up to one connection per thread that stores a result at once: in a thread-pool worker of
+16, up to 16 such buffers for replies that are mostly a task's state or a stored result of a few
+KiB (a larger one, such as a long transcript, takes more than one read). Everything else is
+Celery's.
 
 The app installs them as the loader's backend overrides (``BACKEND_OVERRIDES``): the result
-backend URL stays as configured, and Celery still reads it (TLS, Sentinel, options).
+backend URL stays as configured, and Celery still reads it (TLS, Sentinel, options). A
+``socket_read_size`` given in that URL is replaced by ``READ_BUFFER_BYTES``.
 """
 
 from __future__ import annotations

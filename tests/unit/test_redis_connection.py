@@ -111,6 +111,7 @@ def test_a_sentinel_list_gives_a_client_of_the_master_with_both_passwords_kept_a
         sentinel_kwargs = sentinel.connection_pool.connection_kwargs
         assert sentinel_kwargs["password"] == "sentinel-pw"
         assert (sentinel_kwargs["socket_timeout"], sentinel_kwargs["socket_connect_timeout"]) == (2.5, 1.5)
+        assert sentinel_kwargs["socket_read_size"] == READ_BUFFER_BYTES
 
 
 def test_without_a_sentinel_password_the_sentinels_are_asked_without_one():
@@ -192,15 +193,23 @@ def test_a_workers_threads_share_one_result_backend():
     assert len(seen) == 4 and all(other is backend for other in seen)
 
 
-def test_a_sentinel_backend_keeps_the_small_buffer_for_the_master():
+def test_through_sentinels_the_master_and_the_sentinels_are_read_with_the_small_buffer():
+    from workers import broker_transport
     from workers.celery_app import make_app
     from workers.result_backend import SentinelBackend
 
     backend = make_app(sentinel_settings()).backend
     assert isinstance(backend, SentinelBackend)
     sentinel = backend._get_sentinel_instance(**backend.connparams)
-    assert sentinel.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
-    assert connect(sentinel_settings()).connection_pool.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
+    assert sentinel.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES  # the master's connections
+    assert all(s.connection_pool.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
+               for s in sentinel.sentinels)  # the connections to the Sentinels themselves
+    ours = connect(sentinel_settings()).connection_pool
+    assert ours.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
+    assert all(s.connection_pool.connection_kwargs["socket_read_size"] == READ_BUFFER_BYTES
+               for s in ours.sentinel_manager.sentinels)
+    # kombu's Sentinel channel reads its master's connections through the same override.
+    assert broker_transport.SentinelChannel._connparams is broker_transport.SharedClient._connparams
 
 
 # -- Celery -------------------------------------------------------------------------------------
@@ -212,7 +221,8 @@ def test_celery_gets_the_master_name_and_the_sentinels_password_for_a_sentinel_l
 
     settings = sentinel_settings(PLAUD_SENTINEL_PASSWORD="sentinel-pw")
     expected = {"master_name": "mymaster",
-                "sentinel_kwargs": {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, "password": "sentinel-pw"}}
+                "sentinel_kwargs": {"socket_timeout": 5.0, "socket_connect_timeout": 5.0,
+                                    "socket_read_size": READ_BUFFER_BYTES, "password": "sentinel-pw"}}
     assert celery_transport_options(settings, SENTINELS) == expected
     assert celery_transport_options(settings, "redis://h:6379/0") == {}
     app = make_app(settings)
