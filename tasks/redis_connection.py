@@ -45,23 +45,23 @@ HEALTH_CHECK_INTERVAL_S = 30
 READ_BUFFER_BYTES = 8 * 1024
 
 
-def _timeouts(settings: PipelineSettings) -> dict[str, Any]:
+def _socket_options(settings: PipelineSettings) -> dict[str, Any]:
+    """How every connection talks, to a master or to a Sentinel: the timeouts and the read buffer."""
     return {"socket_timeout": settings.redis_socket_timeout_s,
-            "socket_connect_timeout": settings.redis_connect_timeout_s}
+            "socket_connect_timeout": settings.redis_connect_timeout_s, "socket_read_size": READ_BUFFER_BYTES}
 
 
 def _connection_options(settings: PipelineSettings) -> dict[str, Any]:
-    return {"health_check_interval": HEALTH_CHECK_INTERVAL_S, "socket_read_size": READ_BUFFER_BYTES,
-            **_timeouts(settings)}
+    return {"health_check_interval": HEALTH_CHECK_INTERVAL_S, **_socket_options(settings)}
 
 
 def sentinel_kwargs(settings: PipelineSettings) -> dict[str, Any]:
-    """How to talk to the Sentinels themselves: the same timeouts, and their own password if any.
+    """How to talk to the Sentinels themselves: the same socket options, and their own password if any.
 
     Always given explicitly: Celery's result backend would otherwise talk to them with no
     timeout at all (it passes an empty dict, which redis-py does not fill in).
     """
-    kwargs = {**_timeouts(settings), "socket_read_size": READ_BUFFER_BYTES}
+    kwargs = _socket_options(settings)
     if settings.sentinel_password:
         kwargs["password"] = settings.sentinel_password
     return kwargs
