@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-import requests
-
 from . import retry
 from .auth import MemoryTokenStore, RedisTokenStore, TokenProvider
 from .budget import DEFAULT_PRIORITY, DEFAULT_TENANT, Budget
@@ -45,7 +43,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 
 class PlaudClient:
-    def __init__(self, config: PlaudConfig, *, redis: Any = None, session: requests.Session | None = None,
+    def __init__(self, config: PlaudConfig, *, redis: Any = None,
                  policy: retry.RetryPolicy = retry.RetryPolicy(), limiter_wait_max_s: float = 0.0,
                  workdir: str | None = None) -> None:
         self.config = config
@@ -54,7 +52,7 @@ class PlaudClient:
         self.limiter_wait_max_s = limiter_wait_max_s
         register_secrets([config.secret_key, config.api_key])
         self.sealer = Sealer(config.secret_key)
-        self.transport = Transport(session, connect_timeout_s=config.connect_timeout_s,
+        self.transport = Transport(connect_timeout_s=config.connect_timeout_s,
                                    read_timeout_s=config.read_timeout_s)
         store = RedisTokenStore(redis, self.sealer) if redis is not None else MemoryTokenStore()
         self.tokens = TokenProvider(store=store, client_id=config.client_id, mint_partner=self._mint_partner,

@@ -168,5 +168,4 @@ def deliver_once(rt: Runtime, url: str, body: bytes, event_id: str) -> Attempt:
                                                read_timeout_s=rt.settings.webhook_timeout_s, allow_redirects=False)
     except PlaudError as exc:
         return Attempt(Delivery.FAILED, str(exc.status) if exc.status else f"error: {exc.message}")
-    return Attempt(Delivery.DELIVERED if 200 <= response.status_code < 300 else Delivery.FAILED,
-                   str(response.status_code))
+    return Attempt(Delivery.DELIVERED if 200 <= response.status < 300 else Delivery.FAILED, str(response.status))

@@ -1,11 +1,12 @@
-"""Status-to-exception mapping, requests-exception translation, retry decisions."""
+"""Status-to-exception mapping, the translation of urllib3's exceptions, retry decisions."""
 
 from __future__ import annotations
 
 import random
+import socket
+import threading
 
 import pytest
-import requests
 import urllib3
 
 from plaud import retry
@@ -21,7 +22,7 @@ from plaud.errors import (
     RetryableError,
     ServerError,
 )
-from plaud.transport import Transport, error_for_response
+from plaud.transport import Transport, error_for_response, translated
 
 
 @pytest.mark.parametrize("status, body, cls, code", [
@@ -49,41 +50,75 @@ def test_retry_after_is_read_and_messages_are_redacted():
     assert error_for_response(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, "", "/p").retry_after_s is None
 
 
-class FailingAdapter(requests.adapters.BaseAdapter):
-    def __init__(self, exc):
-        super().__init__()
-        self.exc = exc
-
-    def send(self, request, **kwargs):
-        raise self.exc
-
-    def close(self):
-        pass
-
-
-def transport_raising(exc):
-    session = requests.Session()
-    session.mount("http://", FailingAdapter(exc))
-    return Transport(session)
-
-
 @pytest.mark.parametrize("exc, cls, sent", [
-    (requests.ConnectTimeout(), PlaudTimeout, False),
-    (requests.ReadTimeout(), PlaudTimeout, True),
-    (requests.ConnectionError(urllib3.exceptions.MaxRetryError(
-        None, "/", urllib3.exceptions.NewConnectionError(None, "refused"))), PlaudConnectionError, False),
-    (requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")), PlaudConnectionError, True),
+    (urllib3.exceptions.NewConnectionError(None, "refused"), PlaudConnectionError, False),
+    (urllib3.exceptions.NameResolutionError("nowhere.invalid", None, OSError("unknown host")), PlaudConnectionError,
+     False),
+    (urllib3.exceptions.ConnectTimeoutError(), PlaudTimeout, False),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), PlaudTimeout, True),
+    (urllib3.exceptions.ProtocolError("Connection aborted."), PlaudConnectionError, True),
+    (urllib3.exceptions.SSLError("certificate verify failed"), PlaudConnectionError, False),
+    (urllib3.exceptions.ProxyError("proxy said no", OSError()), PlaudConnectionError, False),
 ])
-def test_requests_exceptions_are_translated(exc, cls, sent):
-    with pytest.raises(cls) as info:
-        transport_raising(exc).request("POST", "http://h/developer/api/x?X-Amz-Signature=s3cr3t")
-    assert info.value.request_sent is sent
+def test_urllib3_exceptions_are_translated(exc, cls, sent):
+    error = translated(exc, "/developer/api/x")
+    assert type(error) is cls and error.request_sent is sent and error.path == "/developer/api/x"
+
+
+def test_a_refused_connection_was_never_sent_and_the_query_is_not_quoted():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(PlaudConnectionError) as info:
+        Transport().request("POST", f"http://127.0.0.1:{port}/developer/api/x?X-Amz-Signature=s3cr3t", json={})
+    assert info.value.request_sent is False
     assert info.value.path == "/developer/api/x" and "s3cr3t" not in str(info.value)
+
+
+def serve_raw(answer):
+    """A one-connection TCP server that reads a request, then does ``answer(connection)``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            answer(connection)
+        listener.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_connection_dropped_after_the_request_may_have_been_applied():
+    base = serve_raw(lambda connection: None)  # closes without answering
+    with pytest.raises(PlaudConnectionError) as info:
+        Transport().request("POST", base + "/open/partner/ai/transcriptions/", json={})
+    assert type(info.value) is PlaudConnectionError and info.value.request_sent is True
+
+
+def test_no_answer_in_time_is_a_timeout_after_sending():
+    release = threading.Event()
+    base = serve_raw(lambda connection: release.wait(5))
+    try:
+        with pytest.raises(PlaudTimeout) as info:
+            Transport().request("GET", base + "/open/partner/ai/transcriptions/t1", read_timeout_s=0.2)
+        assert info.value.request_sent is True
+    finally:
+        release.set()
 
 
 def test_invalid_url_is_fatal():
     with pytest.raises(FatalError):
         Transport().request("GET", "http://")
+
+
+def test_a_proxy_this_transport_cannot_use_is_a_fatal_error_that_says_so(monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", "socks5://proxy.internal:1080")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(FatalError, match="proxy"):
+        Transport().request("GET", "https://api.plaud.example/x")
 
 
 def test_backoff_is_capped_and_jitter_bounded():
