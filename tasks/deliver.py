@@ -32,7 +32,10 @@ def build_result(record: Record) -> dict[str, Any]:
     }
 
 
-@shared_task(name=names.DELIVER, bind=True)
+# track_started off: deliver runs under the entry task's id, which the entry marked STARTED already
+# (tasks.transcribe.mark_started); storing it again would cost a read, a write and a pub/sub
+# message per recording for a state that does not change.
+@shared_task(name=names.DELIVER, bind=True, track_started=False)
 def deliver(self, recording_id: str) -> dict[str, Any]:
     rt = runtime()
     record = load(rt, recording_id, StageName.DELIVER, backend=self.backend)

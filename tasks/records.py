@@ -226,7 +226,9 @@ class RecordStore:
         return RecordingState(text(outcome))
 
     def get(self, recording_id: str) -> Record | None:
-        raw = self.redis.hgetall(self.key(recording_id))
+        return self._decoded(recording_id, self.redis.hgetall(self.key(recording_id)))
+
+    def _decoded(self, recording_id: str, raw: dict[bytes, bytes]) -> Record | None:
         if not raw:
             return None
         fields: dict[str, Any] = {}
@@ -366,14 +368,27 @@ class RecordStore:
     # -- leases: one live run of a stage per recording --------------------------------------
 
     def take_lease(self, recording_id: str, holder: str, ttl_s: float) -> bool:
-        key = lease_key(recording_id)
-        if self.redis.set(key, holder, nx=True, px=int(ttl_s * 1000)):
+        if self.redis.set(lease_key(recording_id), holder, nx=True, px=int(ttl_s * 1000)):
             return True
+        return self._renewed_if_ours(recording_id, holder, ttl_s)
+
+    def _renewed_if_ours(self, recording_id: str, holder: str, ttl_s: float) -> bool:
+        """Whether the lease someone holds is ``holder``'s own (a redelivered run): then it is renewed."""
+        key = lease_key(recording_id)
         current = self.redis.get(key)
-        if current is not None and current.decode() == holder:  # our own, redelivered
+        if current is not None and current.decode() == holder:
             self.redis.pexpire(key, int(ttl_s * 1000))
             return True
         return False
+
+    def take_lease_and_get(self, recording_id: str, holder: str, ttl_s: float) -> tuple[bool, Record | None]:
+        """``take_lease`` and then ``get``, in one round trip when the lease is free (every stage's
+        first step): whether the lease is held, and the record as it is under it."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(lease_key(recording_id), holder, nx=True, px=int(ttl_s * 1000))
+        pipe.hgetall(self.key(recording_id))
+        taken, raw = pipe.execute()
+        return bool(taken) or self._renewed_if_ours(recording_id, holder, ttl_s), self._decoded(recording_id, raw)
 
     def lease_left_s(self, recording_id: str) -> float:
         return max(self.redis.pttl(lease_key(recording_id)), 0) / 1000

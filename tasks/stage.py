@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -75,7 +75,11 @@ def load(rt: Runtime, recording_id: str, stage: StageName, *, backend: Any = Non
     With the result ``backend``, a recording found ended tells its followers again first: the
     stage that ended it may have died before it told them (this run may be its redelivery).
     """
-    record = rt.store.get(recording_id)
+    return still_live(rt.store.get(recording_id), recording_id, stage, backend=backend)
+
+
+def still_live(record: Record | None, recording_id: str, stage: StageName, *, backend: Any = None) -> Record:
+    """``record`` as read; raises RecordingFailed when it is gone or has failed already (``load``)."""
     if record is None:
         raise RecordingFailed(f"recording {recording_id} is unknown or expired (at {stage.value})")
     error: RecordingFailed | None = None
@@ -162,30 +166,38 @@ class StageTask(Task):
         return load(self.rt, recording_id, self.stage, backend=self.backend)
 
     @contextmanager
-    def leased(self, recording_id: str) -> Iterator[Record]:
+    def leased(self, recording_id: str, *, done: Callable[[Record], bool]) -> Iterator[tuple[Record, bool]]:
         """Run the body only if no other live run of a stage holds this recording, else retry later.
 
-        Yields the record read again under the lease: another run may have finished meanwhile.
+        Yields the record, read in the same round trip that takes the lease, and whether ``done``
+        finds this stage's work done already (a redelivered message, or another run finished it):
+        then the body runs, lease or not, and must only return.
         """
         rt = self.rt
         holder = self.request.id or "local"
-        if not rt.store.take_lease(recording_id, holder, rt.settings.lease_ttl_s):
-            wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)
-            if rt.in_line_for(recording_id):
-                # Woken with a grant while the run that queued it lets go of the lease: look again
-                # soon, before the grant lapses, not when the lease would.
-                wait_s = LEASE_WAIT_MIN_S
-            raise self.retry_in(wait_s)
+        held, found = rt.store.take_lease_and_get(recording_id, holder, rt.settings.lease_ttl_s)
         try:
-            yield self.load(recording_id)
+            record = still_live(found, recording_id, self.stage, backend=self.backend)
+            if done(record):
+                yield record, True
+                return
+            if not held:
+                wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)
+                if rt.in_line_for(recording_id):
+                    # Woken with a grant while the run that queued it lets go of the lease: look
+                    # again soon, before the grant lapses, not when the lease would.
+                    wait_s = LEASE_WAIT_MIN_S
+                raise self.retry_in(wait_s)
+            yield record, False
         finally:
-            try:
-                rt.store.release_lease(recording_id, holder)
-            except REDIS_AWAY:
-                # Redis is away (a failover): the lease lapses by itself after PLAUD_LEASE_TTL_S.
-                # Raising here would hide the body's own outcome, such as a retry already sent.
-                log.info("recording %s: lease not released, Redis unavailable; it lapses in %d s", recording_id,
-                         rt.settings.lease_ttl_s)
+            if held:
+                try:
+                    rt.store.release_lease(recording_id, holder)
+                except REDIS_AWAY:
+                    # Redis is away (a failover): the lease lapses by itself after PLAUD_LEASE_TTL_S.
+                    # Raising here would hide the body's own outcome, such as a retry already sent.
+                    log.info("recording %s: lease not released, Redis unavailable; it lapses in %d s",
+                             recording_id, rt.settings.lease_ttl_s)
 
     @contextmanager
     def errors_handled(self, recording_id: str) -> Iterator[None]:

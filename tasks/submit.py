@@ -20,13 +20,10 @@ from .upload import has_usable_download_url, run_upload
 
 @shared_task(name=names.SUBMIT, base=StageTask, bind=True, stage=StageName.SUBMIT)
 def submit(self: StageTask, recording_id: str) -> None:
-    first = self.load(recording_id)
-    if first.get("transcription_id"):
-        return already_submitted(self, first)  # never a second Plaud task for one recording
     rt = self.rt
-    with self.errors_handled(recording_id), self.leased(recording_id) as record:
-        if record.get("transcription_id"):
-            return already_submitted(self, record)  # another run submitted while we waited for the lease
+    with self.errors_handled(recording_id), self.leased(recording_id, done=has_submitted) as (record, done):
+        if done:
+            return already_submitted(self, record)  # never a second Plaud task for one recording
         if not has_usable_download_url(record, time.time()):
             # Plaud's DownloadUrl lives ~24 h and cannot be re-signed: upload again. That takes a
             # while: a slot granted meanwhile goes back, and the submit takes one when it is ready.
@@ -50,6 +47,10 @@ def submit(self: StageTask, recording_id: str) -> None:
         # retried and submit (and be billed) again: ride out the failover instead.
         through_failover(lambda: submitted(rt, record, transcription_id), wait_s=rt.settings.redis_failover_wait_s,
                          what=f"saving the transcription id of recording {recording_id}")
+
+
+def has_submitted(record: Record) -> bool:
+    return bool(record.get("transcription_id"))
 
 
 def submitted(rt: Runtime, record: Record, transcription_id: str) -> None:

@@ -151,8 +151,7 @@ def hand_over(task: EntryTask, signature: Any) -> Any:
     """
     if not plain(task.request):
         return task.replace(signature)
-    signature.freeze(task.request.id)  # the last task takes this task's id
-    signature.delay()
+    signature.apply_async(task_id=task.request.id)  # the last task takes this task's id
     return HANDED_OVER
 
 

@@ -76,11 +76,9 @@ def run_upload(rt: Runtime, record: Record) -> None:
 
 @shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)
 def upload(self: StageTask, recording_id: str) -> None:
-    if uploaded(self.load(recording_id)):
-        return  # done already (a redelivered or reconciled message)
-    with self.errors_handled(recording_id), self.leased(recording_id) as record:
-        if uploaded(record):
-            return
+    with self.errors_handled(recording_id), self.leased(recording_id, done=uploaded) as (record, done):
+        if done:
+            return  # a redelivered or reconciled message, or another run uploaded it meanwhile
         if not has_upload_slot(self.rt, recording_id, record.number("created_at")):
             raise self.waits_as_data(recording_id, WAITING_FOR_UPLOAD)
         run_upload(self.rt, record)

@@ -76,20 +76,20 @@ def test_a_streamed_url_gets_its_duration_estimated_from_its_size(rt, file_serve
 
 
 def test_a_run_that_waited_for_the_lease_sees_the_other_runs_submit(rt, api, speech_mp3, monkeypatch):
-    """Two chains for one recording: the other one submits between our read and our lease."""
+    """Two chains for one recording: the other one submits before ours takes the lease."""
     rid = f"race-{time.time_ns()}"
     rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
                     due_at=time.time() + 60)
-    take_lease = rt.store.take_lease
+    take_lease_and_get = rt.store.take_lease_and_get
     other_ran = []
 
     def the_other_run_finishes_first(recording_id, holder, ttl_s):
         if not other_ran:
             other_ran.append(True)
             submit(rid)  # the other chain: uploads and submits, then releases its lease
-        return take_lease(recording_id, holder, ttl_s)
+        return take_lease_and_get(recording_id, holder, ttl_s)
 
-    monkeypatch.setattr(rt.store, "take_lease", the_other_run_finishes_first)
+    monkeypatch.setattr(rt.store, "take_lease_and_get", the_other_run_finishes_first)
     submit(rid)
     assert other_ran and api.stats()["transcriptions_created"] == 1
     assert api.stats()["uploads_completed"] == 1

@@ -71,19 +71,45 @@ def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
     assert store.get("r1").get("bytes_sent") is None and store.redis.zscore(DUE_INDEX, "r1") is None
 
 
+def test_a_stage_takes_its_lease_and_reads_its_record_in_one_round_trip(store, monkeypatch):
+    store.create("r1", {"source": "/a.mp3"}, due_at=10)
+    round_trips = []
+    real_pipeline = store.redis.pipeline
+
+    def counted(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+        pipe.execute = lambda: round_trips.append("pipeline") or real_execute()
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counted)
+    for name in ("get", "set", "hgetall", "pexpire"):
+        real = getattr(store.redis, name)
+        monkeypatch.setattr(store.redis, name, lambda *a, _real=real, _name=name, **k: round_trips.append(_name)
+                            or _real(*a, **k))
+    held, record = store.take_lease_and_get("r1", "task-a", 60)
+    assert held and record.get("source") == "/a.mp3" and round_trips == ["pipeline"]
+    assert store.redis.get(lease_key("r1")) == b"task-a"
+    # Another run's lease: not held, and the record all the same (to see that run's work done).
+    held, record = store.take_lease_and_get("r1", "task-b", 60)
+    assert not held and record.get("source") == "/a.mp3"
+    assert store.redis.get(lease_key("r1")) == b"task-a"
+    # The same task redelivered holds its own lease again, renewed.
+    store.redis.pexpire(lease_key("r1"), 500)
+    held, _ = store.take_lease_and_get("r1", "task-a", 60)
+    assert held and store.redis.pttl(lease_key("r1")) > 50_000
+    assert store.take_lease_and_get("gone", "task-a", 60) == (True, None)
+
+
 # -- the entry task's hand-over ----------------------------------------------------------------
 
 
 class Signature:
     def __init__(self) -> None:
-        self.frozen_with: str | None = None
-        self.sent = False
+        self.sent_with: dict[str, Any] | None = None
 
-    def freeze(self, task_id: str) -> None:
-        self.frozen_with = task_id
-
-    def delay(self) -> None:
-        self.sent = True
+    def apply_async(self, **options: Any) -> None:
+        self.sent_with = options
 
 
 def entry(**request: Any) -> Any:
@@ -101,7 +127,7 @@ def test_the_entry_hands_its_id_to_the_chain_and_returns():
     task, replaced = entry()
     chain = Signature()
     assert hand_over(task, chain) == HANDED_OVER
-    assert chain.frozen_with == "entry-id" and chain.sent and not replaced
+    assert chain.sent_with == {"task_id": "entry-id"} and not replaced
 
 
 @pytest.mark.parametrize("request_fields", [{"callbacks": [{"task": "x"}]}, {"errbacks": [{"task": "x"}]},
@@ -113,7 +139,16 @@ def test_an_entry_celery_must_rewire_is_replaced_as_before(request_fields):
     task, replaced = entry(**request_fields)
     chain = Signature()
     assert hand_over(task, chain) == "replaced"
-    assert replaced == [chain] and not chain.sent
+    assert replaced == [chain] and chain.sent_with is None
+
+
+def test_deliver_leaves_the_entry_s_started_state_alone():
+    """The entry stored STARTED under its id; deliver, which runs under that id, would store it again."""
+    from tasks.deliver import deliver
+    from tasks.transcribe import transcribe
+    from workers.celery_app import app
+
+    assert app.conf.task_track_started and transcribe.track_started and not deliver.track_started
 
 
 def test_the_entry_sends_no_task_succeeded_event_for_its_hand_over():
@@ -127,45 +162,6 @@ def test_the_entry_sends_no_task_succeeded_event_for_its_hand_over():
     for event in ("task-received", "task-started", "task-succeeded", "task-failed"):
         request.send_event(event)
     assert sent == ["task-received", "task-started", "task-failed"]
-
-
-# -- HTTP ---------------------------------------------------------------------------------------
-
-
-def test_the_proxy_environment_is_read_once_per_origin_and_still_honoured(monkeypatch):
-    import requests
-
-    from plaud.transport import EnvironmentOnceSession
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "storage.internal")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
-    lookups = []
-    real = requests.utils.get_environ_proxies
-    monkeypatch.setattr(requests.utils, "get_environ_proxies",
-                        lambda url, no_proxy=None: lookups.append(url) or real(url, no_proxy=no_proxy))
-    session = EnvironmentOnceSession()
-    ours = requests.Session()
-
-    def settings(s: requests.Session, url: str) -> dict[str, Any]:
-        return s.merge_environment_settings(url, {}, None, None, None)
-
-    for url in ("https://api.plaud.example/a", "https://api.plaud.example/b?x=1", "https://storage.internal/p1"):
-        assert settings(session, url) == settings(ours, url)  # what requests itself would use
-    assert settings(session, "https://api.plaud.example/c")["proxies"]["https"] == "http://proxy.internal:3128"
-    assert settings(session, "https://storage.internal/p2")["proxies"] == {}
-    assert settings(session, "https://api.plaud.example/c")["verify"] == "/etc/ssl/our-ca.pem"
-    assert lookups == ["https://api.plaud.example/a", "https://storage.internal/p1"]  # once per origin
-
-
-def test_a_thread_pool_worker_keeps_a_connection_per_task_to_the_same_host():
-    from plaud.transport import EnvironmentOnceSession
-    from workers.pools import THREADS_CONCURRENCY
-
-    session = EnvironmentOnceSession()
-    for url in ("https://platform.plaud.ai/developer/api", "http://127.0.0.1:8080/"):
-        # A smaller pool drops each extra connection after its request, and the next opens anew.
-        assert session.get_adapter(url)._pool_maxsize >= THREADS_CONCURRENCY
 
 
 def test_counters_go_up_together(store):
@@ -193,3 +189,47 @@ def test_the_duration_of_a_known_format_is_read_by_its_own_reader_with_the_same_
     assert probe_duration_s(wav, "mp3") == probe_duration_s(wav) == pytest.approx(3.0)  # mislabelled: every format
     (tmp_path / "junk.mp3").write_bytes(b"ID3" + b"\0" * 200)
     assert probe_duration_s(str(tmp_path / "junk.mp3"), "mp3") is None
+
+
+# -- the upload's parts ------------------------------------------------------------------------------
+
+
+class PartsApi:
+    """Presigns ``size`` bytes in parts of ``chunk`` and completes whatever was sent."""
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk = chunk
+
+    def presign(self, user_id: str, filesize: int, filetype: str) -> dict[str, Any]:
+        count = -(-filesize // self.chunk)
+        return {"FileId": "f1", "UploadId": "u1", "ChunkSize": self.chunk,
+                "Parts": [{"PartNumber": n, "PresignedUrl": f"http://storage/{n}"} for n in range(1, count + 1)]}
+
+    def complete(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"FileId": "f1", "DownloadUrl": "http://storage/f1"}
+
+
+class ThreadRecordingTransport:
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return SimpleNamespace(headers={"ETag": f'"etag-{url[-1]}"'})
+
+
+@pytest.mark.parametrize("size, sent_from", [(100, {"MainThread"}), (250, {"plaud-part"})])
+def test_one_part_goes_from_the_caller_s_thread_and_several_from_a_pool(size, sent_from):
+    import io
+
+    from plaud.sources import Source
+    from plaud.upload import Uploader
+
+    transport = ThreadRecordingTransport()
+    data = bytes(range(256))[:size]
+    source = Source("test", size, "mp3", lambda: io.BytesIO(data))
+    result = Uploader(PartsApi(chunk=100), transport, parallel_parts=4).upload(source, user_id="u")  # type: ignore[arg-type]
+    assert result.download_url == "http://storage/f1" and len(transport.threads) == -(-size // 100)
+    assert {name.split("_")[0] for name in transport.threads} == sent_from
