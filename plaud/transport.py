@@ -104,7 +104,7 @@ class Transport:
         self.user_agent = user_agent
         self._pool_settings: dict[str, Any] = {"maxsize": CONNECTIONS_PER_HOST, "cert_reqs": "CERT_REQUIRED",
                                                "ca_certs": ca_bundle(), "retries": False}
-        self._direct = urllib3.PoolManager(**self._pool_settings)
+        self._direct = urllib3.PoolManager(num_pools=MAX_ORIGINS, **self._pool_settings)
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         # Per origin: the connection pool to use, or the proxy manager that reaches it.
         self._routes: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool | urllib3.ProxyManager] = {}
@@ -160,18 +160,29 @@ class Transport:
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: urllib3.Timeout,
               *, stream: bool, path: str) -> Any:
         try:
-            route = self._route(url)
-            if isinstance(route, urllib3.HTTPConnectionPool):
-                parts = urlsplit(url)
-                target = parts.path or "/"
-                if parts.query:
-                    target += "?" + parts.query
-                return route.urlopen(method, target, body=body, headers=headers, timeout=timeout, retries=False,
-                                     redirect=False, assert_same_host=False, preload_content=not stream)
-            return route.urlopen(method, url, body=body, headers=headers, timeout=timeout, retries=False,
-                                 redirect=False, preload_content=not stream)
+            try:
+                return self._open(method, url, body, headers, timeout, stream=stream)
+            except urllib3.exceptions.ClosedPoolError:
+                # The pool manager evicted this origin's pool to make room for others (it keeps
+                # MAX_ORIGINS) and closed it, as some urllib3 releases do (urllib3 issue 1252):
+                # nothing was sent. Forget the routes, and open a new pool.
+                self._routes.clear()
+                return self._open(method, url, body, headers, timeout, stream=stream)
         except urllib3.exceptions.HTTPError as exc:
             raise translated(exc, path) from None
+
+    def _open(self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: urllib3.Timeout,
+              *, stream: bool) -> Any:
+        route = self._route(url)
+        if isinstance(route, urllib3.HTTPConnectionPool):
+            parts = urlsplit(url)
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            return route.urlopen(method, target, body=body, headers=headers, timeout=timeout, retries=False,
+                                 redirect=False, assert_same_host=False, preload_content=not stream)
+        return route.urlopen(method, url, body=body, headers=headers, timeout=timeout, retries=False,
+                             redirect=False, preload_content=not stream)
 
     def _route(self, url: str) -> urllib3.HTTPConnectionPool | urllib3.ProxyManager:
         parts = urlsplit(url)

@@ -140,3 +140,14 @@ def test_a_thread_pool_worker_keeps_a_connection_per_task_to_the_same_host():
     for url in ("https://platform.plaud.ai/developer/api", "http://127.0.0.1:8080/"):
         # A smaller pool drops each extra connection after its request, and the next opens anew.
         assert transport._route(url).pool.maxsize >= THREADS_CONCURRENCY
+
+
+def test_a_pool_the_manager_closed_for_other_origins_is_opened_again_and_nothing_is_lost():
+    with server({"/a": (200, {}, b"a")}) as (base, seen):
+        transport = Transport()
+        assert transport.request("GET", base + "/a").content == b"a"
+        pool = transport._route(base + "/a")
+        transport._direct.pools.clear()  # evicted, and closed as some urllib3 releases do
+        pool.close()
+        assert transport.request("GET", base + "/a").content == b"a"
+    assert len(seen) == 2
