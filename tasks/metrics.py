@@ -98,15 +98,26 @@ def observe(connection: Any, metric: HistogramMetric, value: float) -> None:
     observe_all(connection, [(metric, value)])
 
 
+# KEYS are histograms, ARGV a (bucket field, value) pair for each. A script rather than a MULTI of
+# three commands per histogram: one command to send and one reply to read, about half the client's
+# CPU (deliver observes three histograms for every recording).
+_OBSERVE = """
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, ARGV[2 * i - 1], 1)
+  redis.call('HINCRBYFLOAT', key, 'sum', ARGV[2 * i])
+  redis.call('HINCRBY', key, 'count', 1)
+end
+return #KEYS
+"""
+
+
 def observe_all(connection: Any, observations: list[tuple[HistogramMetric, float]]) -> None:
     """Several observations in one round trip; each histogram's bucket, sum and count move together."""
     try:
-        pipe = connection.pipeline(transaction=True)
+        args: list[str | float] = []
         for metric, value in observations:
-            pipe.hincrby(metric.key, metric.bucket_of(value), 1)
-            pipe.hincrbyfloat(metric.key, "sum", value)
-            pipe.hincrby(metric.key, "count", 1)
-        pipe.execute()
+            args += [metric.bucket_of(value), value]
+        connection.register_script(_OBSERVE)(keys=[metric.key for metric, _ in observations], args=args)
     except redis.RedisError as exc:
         log.warning("metrics %s not observed: %s", ", ".join(m.name for m, _ in observations), exc)
 

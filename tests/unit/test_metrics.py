@@ -85,6 +85,15 @@ def test_counters_and_histograms_as_exported(rt):
     assert found[("plaud_polls_per_recording_bucket", (("le", "50.0"),))] == 3
     assert found[("plaud_polls_per_recording_bucket", (("le", "+Inf"),))] == 4
     assert (found[("plaud_polls_per_recording_count", ())], found[("plaud_polls_per_recording_sum", ())]) == (4, 75)
+    # Several histograms in one step, each with its bucket, sum and count.
+    metrics.observe_all(rt.redis, [(metrics.RECORDING_SECONDS, 12.5), (metrics.DETECTION_SECONDS, 0.25)])
+    found = scrape(rt)
+    assert found[("plaud_recording_duration_seconds_bucket", (("le", "15.0"),))] == 1
+    assert found[("plaud_recording_duration_seconds_bucket", (("le", "5.0"),))] == 0
+    assert (found[("plaud_recording_duration_seconds_count", ())], found[("plaud_recording_duration_seconds_sum", ())]
+            ) == (1, 12.5)
+    assert found[("plaud_detection_delay_seconds_bucket", (("le", "1.0"),))] == 1
+    assert found[("plaud_detection_delay_seconds_sum", ())] == 0.25
     with pytest.raises(ValueError, match="labels"):
         metrics.count(rt.redis, metrics.FAILURES, "upload")
 
