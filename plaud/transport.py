@@ -1,9 +1,10 @@
 """The one place that talks HTTP: every request has a timeout, every failure becomes a PlaudError.
 
 Requests go through urllib3's connection pools directly. ``requests`` on top of it cost about
-1.1 ms of CPU per request here against 0.3 ms (preparing and merging session settings, cookie
-jars, netrc and proxy lookups per call, typing protocols checked on every argument): a recording
-makes five requests, and a worker's own CPU per recording is the fleet's ceiling. What this
+three times the client CPU per request (``bench.http_cpu``: 1.1-1.4 ms against 0.3-0.4 ms;
+preparing and merging session settings, cookie jars, netrc and proxy lookups per call, typing
+protocols checked on every argument): a recording makes five requests, and a worker's own CPU
+per recording is the fleet's ceiling. What this
 module keeps of what ``requests`` did for us: the proxy environment (``HTTPS_PROXY``,
 ``NO_PROXY``, ...), read once per origin; the CA bundle (``REQUESTS_CA_BUNDLE`` or
 ``CURL_CA_BUNDLE``, else certifi's); redirects, followed unless a caller says not to, with the
