@@ -16,19 +16,22 @@ in ``error_for_response``. Messages quote at most a short, redacted piece of the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import re
+import ssl
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import certifi
 import urllib3
 import urllib3.exceptions
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from .errors import (
     AuthError,
@@ -83,18 +86,52 @@ class Response:
 
 
 def ca_bundle() -> str:
-    """The CA certificates HTTPS is checked against: the environment's bundle, else certifi's."""
+    """The CA certificates HTTPS is checked against: the environment's bundle (a file or a
+    directory), else certifi's."""
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
 def proxy_for(scheme: str, host: str) -> str | None:
     """The proxy the environment names for this origin (``<scheme>_proxy``, else ``all_proxy``),
-    unless ``no_proxy`` exempts the host."""
+    unless ``no_proxy`` exempts the host: by name or suffix as urllib reads it, or by a network
+    (``10.0.0.0/8``) that holds the host's address, as requests read it. A proxy given without a
+    scheme is an http one, as requests took it."""
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(host):
+    if not proxy or urllib.request.proxy_bypass(host) or _in_no_proxy_network(host, proxies.get("no", "")):
         return None
-    return proxy
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+def _in_no_proxy_network(host: str, no_proxy: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.replace(" ", "").split(","):
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _proxy_manager(proxy: str, pool_settings: dict[str, Any]) -> urllib3.ProxyManager:
+    """A manager for ``proxy``; credentials in its URL go as Proxy-Authorization, as requests sent them."""
+    parts = urlsplit(proxy)
+    headers = None
+    if parts.username:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers = urllib3.make_headers(proxy_basic_auth=credentials)
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **pool_settings)
+
+
+def _tls_settings() -> dict[str, Any]:
+    bundle = ca_bundle()
+    where = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
+    return {"cert_reqs": "CERT_REQUIRED", **where}
 
 
 class Transport:
@@ -103,8 +140,7 @@ class Transport:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.user_agent = user_agent
-        self._pool_settings: dict[str, Any] = {"maxsize": CONNECTIONS_PER_HOST, "cert_reqs": "CERT_REQUIRED",
-                                               "ca_certs": ca_bundle(), "retries": False}
+        self._pool_settings: dict[str, Any] = {"maxsize": CONNECTIONS_PER_HOST, "retries": False, **_tls_settings()}
         self._direct = urllib3.PoolManager(num_pools=MAX_ORIGINS, **self._pool_settings)
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         # Per origin: the connection pool to use, or the proxy manager that reaches it.
@@ -119,17 +155,21 @@ class Transport:
         ``json`` is sent as a JSON body, ``data`` as it is; ``auth`` as HTTP Basic credentials.
         With ``stream`` the body stays unread: read ``response.raw``, then ``close()`` it.
         """
-        sent_headers = {"User-Agent": self.user_agent}
+        # What requests sent by default: a server may compress (urllib3 decodes it).
+        sent_headers = {"User-Agent": self.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
         if headers:
             sent_headers.update(headers)
         body = data
         if json is not None:
             body = _json_body(json)
             sent_headers["Content-Type"] = "application/json"
+        path = urlsplit(url).path
+        url, user_info = _without_user_info(url)
+        if auth is None and user_info is not None and "Authorization" not in sent_headers:
+            auth = user_info  # credentials in the URL, as requests sent them
         if auth is not None:
             sent_headers["Authorization"] = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}")["authorization"]
         timeout = self._timeout(read_timeout_s or self.read_timeout_s)
-        path = urlsplit(url).path
         for _ in range(MAX_REDIRECTS + 1):
             raw = self._send(method, url, body, sent_headers, timeout, stream=stream, path=path)
             location = raw.headers.get("Location") if allow_redirects else None
@@ -137,10 +177,10 @@ class Transport:
                 break
             raw.drain_conn()
             raw.release_conn()
-            target = urljoin(url, location)
-            if _origin(target) != _origin(url):
+            target, _ = _without_user_info(urljoin(url, location))
+            if _origin(target, path) != _origin(url, path):
                 sent_headers = {k: v for k, v in sent_headers.items() if k.lower() not in CREDENTIAL_HEADERS}
-            if raw.status == 303 or (raw.status in (301, 302) and method == "POST"):
+            if method != "HEAD" and (raw.status in (302, 303) or (raw.status == 301 and method == "POST")):
                 method, body = "GET", None  # what browsers (and requests) do
                 sent_headers.pop("Content-Type", None)
             url, path = target, urlsplit(target).path
@@ -190,18 +230,18 @@ class Transport:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise urllib3.exceptions.LocationValueError(f"not an http(s) URL with a host: {scheme or 'no scheme'}")
-        key = (scheme, parts.hostname, parts.port)
+        key = (scheme, parts.hostname, _port(parts))
         route = self._routes.get(key)
         if route is None:
             if len(self._routes) >= MAX_ORIGINS:
                 self._routes.clear()
             proxy = proxy_for(scheme, parts.hostname)
             if proxy is None:
-                route = self._direct.connection_from_host(parts.hostname, parts.port, scheme)
+                route = self._direct.connection_from_host(parts.hostname, _port(parts), scheme)
             else:
                 route = self._proxied.get(proxy)
                 if route is None:
-                    route = self._proxied[proxy] = urllib3.ProxyManager(proxy, **self._pool_settings)
+                    route = self._proxied[proxy] = _proxy_manager(proxy, self._pool_settings)
             self._routes[key] = route
         return route
 
@@ -217,9 +257,29 @@ def _json_body(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _origin(url: str) -> tuple[str, str | None, int | None]:
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # out of range, or not a number
+        raise urllib3.exceptions.LocationValueError("the URL's port is not a port number") from None
+
+
+def _origin(url: str, path: str) -> tuple[str, str | None, int | None]:
     parts = urlsplit(url)
-    return parts.scheme.lower(), parts.hostname, parts.port
+    try:
+        return parts.scheme.lower(), parts.hostname, _port(parts)
+    except urllib3.exceptions.LocationValueError as exc:
+        raise translated(exc, path) from None
+
+
+def _without_user_info(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without ``user:password@``, and those credentials (unquoted) if it had them."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return parts._replace(netloc=host).geturl(), credentials
 
 
 def translated(exc: urllib3.exceptions.HTTPError, path: str) -> PlaudError:
@@ -238,8 +298,17 @@ def translated(exc: urllib3.exceptions.HTTPError, path: str) -> PlaudError:
     if isinstance(exc, urllib3.exceptions.ProxyError):
         return PlaudConnectionError("the proxy refused or dropped the connection", path=path, request_sent=False)
     if isinstance(exc, urllib3.exceptions.SSLError):
-        return PlaudConnectionError("the TLS handshake or certificate check failed", path=path, request_sent=False)
+        if _certificate_refused(exc):  # during the handshake: nothing of the request left this host
+            return PlaudConnectionError("the server's TLS certificate was refused", path=path, request_sent=False)
+        return PlaudConnectionError("the TLS connection failed", path=path, request_sent=True)
     return PlaudConnectionError("the connection was closed before a response arrived", path=path, request_sent=True)
+
+
+def _certificate_refused(exc: urllib3.exceptions.SSLError) -> bool:
+    """Whether TLS failed on the certificate check. Any other TLS error (a broken record while the
+    answer was read) may come after the request was sent: a submit must not be retried for it."""
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, (ssl.SSLCertVerificationError, HostnameMismatch))
 
 
 def error_for_response(status: int, headers: Any, body: str, path: str) -> PlaudError:

@@ -171,33 +171,39 @@ class StageTask(Task):
 
         Yields the record, read in the same round trip that takes the lease, and whether ``done``
         finds this stage's work done already (a redelivered message, or another run finished it):
-        then the body runs, lease or not, and must only return.
+        then the body runs without the lease (given back at once) and must only return.
         """
         rt = self.rt
         holder = self.request.id or "local"
         held, found = rt.store.take_lease_and_get(recording_id, holder, rt.settings.lease_ttl_s)
         try:
             record = still_live(found, recording_id, self.stage, backend=self.backend)
-            if done(record):
-                yield record, True
-                return
-            if not held:
+            finished = done(record)
+            if finished and held:
+                # Taken only because one round trip reads and takes at once: give it back before the
+                # body runs, so a next stage trying for it now does not wait out its whole TTL.
+                held = False
+                self.let_go(recording_id, holder)
+            if not finished and not held:
                 wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)
                 if rt.in_line_for(recording_id):
                     # Woken with a grant while the run that queued it lets go of the lease: look
                     # again soon, before the grant lapses, not when the lease would.
                     wait_s = LEASE_WAIT_MIN_S
                 raise self.retry_in(wait_s)
-            yield record, False
+            yield record, finished
         finally:
             if held:
-                try:
-                    rt.store.release_lease(recording_id, holder)
-                except REDIS_AWAY:
-                    # Redis is away (a failover): the lease lapses by itself after PLAUD_LEASE_TTL_S.
-                    # Raising here would hide the body's own outcome, such as a retry already sent.
-                    log.info("recording %s: lease not released, Redis unavailable; it lapses in %d s",
-                             recording_id, rt.settings.lease_ttl_s)
+                self.let_go(recording_id, holder)
+
+    def let_go(self, recording_id: str, holder: str) -> None:
+        """Release the lease; with Redis away (a failover) it lapses by itself after PLAUD_LEASE_TTL_S.
+        Raising here would hide the body's own outcome, such as a retry already sent."""
+        try:
+            self.rt.store.release_lease(recording_id, holder)
+        except REDIS_AWAY:
+            log.info("recording %s: lease not released, Redis unavailable; it lapses in %d s", recording_id,
+                     self.rt.settings.lease_ttl_s)
 
     @contextmanager
     def errors_handled(self, recording_id: str) -> Iterator[None]:

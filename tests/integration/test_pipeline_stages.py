@@ -51,15 +51,23 @@ def test_submit_uploads_again_when_the_download_url_expired(rt, api, speech_mp3)
     assert stats["uploads_completed"] == 1 and stats["transcriptions_created"] == 1
 
 
-def test_submit_never_creates_a_second_plaud_task(rt, api, speech_mp3):
+def test_submit_never_creates_a_second_plaud_task(rt, api, speech_mp3, monkeypatch):
+    import tasks.submit
+
     rid = f"once-{time.time_ns()}"
     rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
                     due_at=time.time() + 60)
     submit(rid)
     first = rt.store.get(rid).get("transcription_id")
+    lease_while_done = []
+    real = tasks.submit.already_submitted
+    monkeypatch.setattr(tasks.submit, "already_submitted",
+                        lambda task, record: lease_while_done.append(rt.store.has_lease(rid)) or real(task, record))
     submit(rid)  # a redelivered message
     assert rt.store.get(rid).get("transcription_id") == first
     assert api.stats()["transcriptions_created"] == 1
+    # The lease its read took along is given back before that run ends: a next stage need not wait for it.
+    assert lease_while_done == [False]
 
 
 def test_a_streamed_url_gets_its_duration_estimated_from_its_size(rt, file_server, speech_mp3):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import threading
 
 import pytest
 import urllib3
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from plaud import retry
 from plaud.errors import (
@@ -57,7 +59,11 @@ def test_retry_after_is_read_and_messages_are_redacted():
     (urllib3.exceptions.ConnectTimeoutError(), PlaudTimeout, False),
     (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), PlaudTimeout, True),
     (urllib3.exceptions.ProtocolError("Connection aborted."), PlaudConnectionError, True),
-    (urllib3.exceptions.SSLError("certificate verify failed"), PlaudConnectionError, False),
+    (urllib3.exceptions.SSLError(ssl.SSLCertVerificationError(1, "certificate verify failed")), PlaudConnectionError,
+     False),
+    (urllib3.exceptions.SSLError(HostnameMismatch("hostname 'a' doesn't match 'b'")), PlaudConnectionError, False),
+    # Any other TLS failure may come while the answer is read: the request may have been applied.
+    (urllib3.exceptions.SSLError(ssl.SSLError(1, "bad record mac")), PlaudConnectionError, True),
     (urllib3.exceptions.ProxyError("proxy said no", OSError()), PlaudConnectionError, False),
 ])
 def test_urllib3_exceptions_are_translated(exc, cls, sent):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import http.server
 import json
 import threading
@@ -12,7 +14,7 @@ import certifi
 import pytest
 import urllib3
 
-from plaud.errors import NotFound
+from plaud.errors import FatalError, NotFound
 from plaud.transport import Transport, ca_bundle, proxy_for
 
 
@@ -151,3 +153,64 @@ def test_a_pool_the_manager_closed_for_other_origins_is_opened_again_and_nothing
         pool.close()
         assert transport.request("GET", base + "/a").content == b"a"
     assert len(seen) == 2
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_a_proxy_without_a_scheme_is_http_and_its_credentials_are_sent(monkeypatch):
+    with server({"http://api.plaud.example/x": (200, {}, b"via proxy")}) as (proxy, seen):
+        address = proxy.removeprefix("http://")
+        monkeypatch.setenv("HTTP_PROXY", f"user:p%40ss@{address}")  # no scheme; a quoted '@' in the password
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert proxy_for("http", "api.plaud.example") == f"http://user:p%40ss@{address}"
+        assert Transport().request("GET", "http://api.plaud.example/x").content == b"via proxy"
+    assert seen[0]["headers"]["Proxy-Authorization"] == basic("user", "p@ss")
+
+
+def test_no_proxy_may_name_a_network(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "storage.internal,10.0.0.0/8")
+    assert proxy_for("http", "10.1.2.3") is None and proxy_for("http", "storage.internal") is None
+    assert proxy_for("http", "11.1.2.3") == "http://proxy.internal:3128"
+    assert proxy_for("http", "api.plaud.example") == "http://proxy.internal:3128"
+
+
+def test_credentials_in_a_url_are_sent_as_basic_auth_and_never_quoted():
+    with server({"/a.mp3": (200, {}, b"ID3")}) as (base, seen):
+        url = base.replace("http://", "http://reader:s3cr%2Ft@") + "/a.mp3"
+        assert Transport().request("GET", url).content == b"ID3"
+        with pytest.raises(NotFound) as info:
+            Transport().request("GET", url.replace("/a.mp3", "/missing.mp3"))
+    assert seen[0]["headers"]["Authorization"] == basic("reader", "s3cr/t")
+    assert "s3cr" not in str(info.value) and info.value.path == "/missing.mp3"
+
+
+def test_a_url_or_a_redirect_with_an_impossible_port_is_a_fatal_error():
+    with pytest.raises(FatalError):
+        Transport().request("GET", "http://127.0.0.1:99999/x")
+    with server({"/moved": (302, {"Location": "http://127.0.0.1:notaport/x"}, b"")}) as (base, _):
+        with pytest.raises(FatalError):
+            Transport().request("GET", base + "/moved")
+
+
+def test_a_ca_bundle_directory_is_used_as_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
+    pool = Transport()._route("https://platform.plaud.ai/developer/api")
+    assert pool.ca_cert_dir == str(tmp_path) and pool.ca_certs is None
+
+
+def test_a_put_redirected_by_302_becomes_a_get_as_requests_did():
+    routes = {"/part": (302, {"Location": "/elsewhere"}, b""), "/elsewhere": (200, {}, b"ok")}
+    with server(routes) as (base, seen):
+        assert Transport().request("PUT", base + "/part", data=b"bytes").content == b"ok"
+    assert [(s["method"], s["body"]) for s in seen] == [("PUT", b"bytes"), ("GET", b"")]
+
+
+def test_a_compressed_answer_is_asked_for_and_read():
+    body = gzip.compress(json.dumps({"status": "SUCCESS"}).encode())
+    with server({"/t1": (200, {"Content-Encoding": "gzip", "Content-Type": "application/json"}, body)}) as (base, seen):
+        assert Transport().request("GET", base + "/t1").json() == {"status": "SUCCESS"}
+    assert "gzip" in seen[0]["headers"]["Accept-Encoding"]
