@@ -72,10 +72,6 @@ class Response:
     def content(self) -> bytes:
         return self.raw.data
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
     def json(self) -> Any:
         return json.loads(self.content)
 
