@@ -88,16 +88,20 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
         state = rt.client.get(record.get("transcription_id"), waiter=recording_id, **budget_place(record),
                               before_send=sending)
     verdict = timing_verdict(state.status, now - submitted_at, time.time() - submitted_at, expected_s)
-    # The poll counted, and whether it is the recording's first to teach the timing model: one round trip.
-    polls, *learned = rt.store.increment_all(recording_id, "polls", *(() if verdict is None else ("timing_learned",)))
-    if verdict is not None and learned == [1]:
-        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
     if state.status is TranscriptionStatus.SUCCESS or state.status.is_failure:
         rt.plan_nothing_more(recording_id)
+    done: dict[str, Any] | None = None
     if state.status is TranscriptionStatus.SUCCESS and state.transcript is not None:  # always, on SUCCESS
-        rt.store.update(recording_id, {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(),
-                                       "plaud_status": state.raw_status, "last_poll_late_s": round(late_s, 3)})
-        return
+        done = {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(), "plaud_status": state.raw_status,
+                "last_poll_late_s": round(late_s, 3)}
+    # The poll counted, whether it is the recording's first to teach the timing model and, once
+    # done, the transcript saved: one round trip.
+    polls, *learned = rt.store.increment_all(recording_id, "polls", *(() if verdict is None else ("timing_learned",)),
+                                             also_set=done)
+    if verdict is not None and learned == [1]:
+        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
+    if done is not None:
+        return  # on to deliver
     if state.status.is_failure:
         raise self.failed(recording_id, FailureKind.PLAUD_FAILED, f"Plaud reported {state.raw_status}: "
                                                                   f"{state.message or 'no reason given'}")

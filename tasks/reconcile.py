@@ -23,7 +23,7 @@ from .cancel import failed_recordings
 from .failures import Failure, FailureKind, StageName
 from .records import RecordingState
 from .runtime import Runtime, runtime
-from .transcribe import pipeline
+from .transcribe import send_pipeline
 
 log = logging.getLogger("plaud.reconcile")
 
@@ -42,7 +42,7 @@ def redrive(rt: Runtime, recording_id: str, *, task_id: str | None, start: Stage
     older chain that turns up later sees the token changed and stops instead of polling twice."""
     token = uuid.uuid4().hex[:12]
     rt.store.update(recording_id, {"poll_token": token, **(fields or {})})
-    pipeline(recording_id, token, task_id=task_id, start=start).apply_async(**options)
+    send_pipeline(recording_id, token, task_id=task_id, start=start, **options)
 
 
 def sweep(rt: Runtime, now: float | None = None) -> list[str]:

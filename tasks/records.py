@@ -77,18 +77,22 @@ return 1
 # counts by state and tenant, and the count of recordings that ended in each state. A record that
 # ends gets its expiry, one that is reopened loses it, and fields named to clear go, all in the
 # same step (one round trip).
-# KEYS: 1-5 as for create, 6 ended counts by state and tenant. ARGV: 1 state, 2 now, 3 due at ('':
-# none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant, 7 the expiry (s)
-# of an ended record, 8 how many fields to clear, 9.. their names, then the fields to set.
+# A stage's last write may also give back its stage lease (if still its holder's), so that the
+# stage ends in one round trip rather than two; the lease goes whether or not the move applies.
+# KEYS: 1-5 as for create, 6 ended counts by state and tenant, 7 the stage lease. ARGV: 1 state, 2
+# now, 3 due at ('': none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant,
+# 7 the expiry (s) of an ended record, 8 the lease holder to release ('': none), 9 how many fields
+# to clear, 10.. their names, then the fields to set.
 _TRANSITION = """
 local function terminal(s) return s == 'SUCCEEDED' or s == 'FAILED' or s == 'CANCELLED' end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[7]) == ARGV[8] then redis.call('DEL', KEYS[7]) end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if terminal(state) and ARGV[4] ~= '1' then return {state, false} end
-local cleared = tonumber(ARGV[8])
-local first = 9 + cleared
+local cleared = tonumber(ARGV[9])
+local first = 10 + cleared
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, first))
-if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 9, first - 1)) end
+if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 10, first - 1)) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
 if terminal(ARGV[1]) then
@@ -269,23 +273,30 @@ class RecordStore:
     def increment(self, recording_id: str, name: str) -> int:
         return int(self.redis.hincrby(self.key(recording_id), name, 1))
 
-    def increment_all(self, recording_id: str, *names: str) -> list[int]:
-        """Several counters up by one, in one round trip; their new values, in order."""
+    def increment_all(self, recording_id: str, *names: str, also_set: dict[str, Any] | None = None) -> list[int]:
+        """Several counters up by one, and the fields ``also_set`` written (as ``update``), in one
+        round trip; the counters' new values, in order."""
+        key = self.key(recording_id)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hincrby(self.key(recording_id), name, 1)
-        return [int(value) for value in pipe.execute()]
+            pipe.hincrby(key, name, 1)
+        if also_set:
+            pipe.hset(key, mapping=self._mapping(recording_id, also_set, time.time()))
+        return [int(value) for value in pipe.execute()[:len(names)]]
 
     def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
-                   due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = ()
-                   ) -> RecordingState | None:
+                   due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = (),
+                   release_lease: str | None = None) -> RecordingState | None:
         """Move to ``state``, set ``values`` and remove the ``clear`` fields; returns the previous state
         (None if no record).
 
         A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
-        when the reconciler should look again; terminal states leave the due index. One round trip.
+        when the reconciler should look again; terminal states leave the due index. With
+        ``release_lease`` (a holder), the stage lease is released too if that holder has it. One
+        round trip.
         """
-        return self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear).previous
+        return self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear,
+                          release_lease=release_lease).previous
 
     def end(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
             clear: tuple[str, ...] = ()) -> Ended:
@@ -294,12 +305,14 @@ class RecordStore:
         return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear)
 
     def _move(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None, *,
-              due_at: float | None, reopen: bool, clear: tuple[str, ...]) -> Ended:
+              due_at: float | None, reopen: bool, clear: tuple[str, ...], release_lease: str | None = None) -> Ended:
         now = time.time()
         outcome = self._transition(
-            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT],
+            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT,
+                  lease_key(recording_id)],
             args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
-                  DEFAULT_TENANT, self.ttl_s, len(clear), *clear, *self._encode(recording_id, values or {})])
+                  DEFAULT_TENANT, self.ttl_s, release_lease or "", len(clear), *clear,
+                  *self._encode(recording_id, values or {})])
         if outcome is None:
             return Ended(None)
         previous, followers = outcome

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
@@ -129,6 +130,26 @@ def record_failure(rt: Runtime, recording_id: str, failure: Failure, *, backend:
     return error
 
 
+@dataclass
+class StageLease:
+    """This run's hold on its recording's stage lease (``holder`` is the task id).
+
+    The body's last write may give the lease back in the same round trip: it names
+    ``to_release`` in ``RecordStore.transition`` and then calls ``released``. ``StageTask.leased``
+    releases whatever is still held when the body ends.
+    """
+
+    holder: str
+    held: bool
+
+    @property
+    def to_release(self) -> str | None:
+        return self.holder if self.held else None
+
+    def released(self) -> None:
+        self.held = False
+
+
 class StageTask(Task):
     """A stage of the chain; ``stage`` is set by each task (``@shared_task(base=StageTask, stage=...)``)."""
 
@@ -166,23 +187,26 @@ class StageTask(Task):
         return load(self.rt, recording_id, self.stage, backend=self.backend)
 
     @contextmanager
-    def leased(self, recording_id: str, *, done: Callable[[Record], bool]) -> Iterator[tuple[Record, bool]]:
+    def leased(self, recording_id: str, *, done: Callable[[Record], bool]
+               ) -> Iterator[tuple[Record, bool, StageLease]]:
         """Run the body only if no other live run of a stage holds this recording, else retry later.
 
-        Yields the record, read in the same round trip that takes the lease, and whether ``done``
+        Yields the record, read in the same round trip that takes the lease; whether ``done``
         finds this stage's work done already (a redelivered message, or another run finished it):
-        then the body runs without the lease (given back at once) and must only return.
+        then the body runs without the lease (given back at once) and must only return; and the
+        lease, which the body's last write may give back itself (``StageLease``).
         """
         rt = self.rt
         holder = self.request.id or "local"
         held, found = rt.store.take_lease_and_get(recording_id, holder, rt.settings.lease_ttl_s)
+        lease = StageLease(holder, held)
         try:
             record = still_live(found, recording_id, self.stage, backend=self.backend)
             finished = done(record)
-            if finished and held:
+            if finished and lease.held:
                 # Taken only because one round trip reads and takes at once: give it back before the
                 # body runs, so a next stage trying for it now does not wait out its whole TTL.
-                held = False
+                lease.released()
                 self.let_go(recording_id, holder)
             if not finished and not held:
                 wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)
@@ -191,9 +215,9 @@ class StageTask(Task):
                     # again soon, before the grant lapses, not when the lease would.
                     wait_s = LEASE_WAIT_MIN_S
                 raise self.retry_in(wait_s)
-            yield record, finished
+            yield record, finished, lease
         finally:
-            if held:
+            if lease.held:
                 self.let_go(recording_id, holder)
 
     def let_go(self, recording_id: str, holder: str) -> None:

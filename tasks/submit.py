@@ -14,14 +14,14 @@ from .failures import StageName
 from .records import Record, RecordingState
 from .redis_connection import through_failover
 from .runtime import Runtime
-from .stage import StageTask, budget_place
+from .stage import StageLease, StageTask, budget_place
 from .upload import has_usable_download_url, run_upload
 
 
 @shared_task(name=names.SUBMIT, base=StageTask, bind=True, stage=StageName.SUBMIT)
 def submit(self: StageTask, recording_id: str) -> None:
     rt = self.rt
-    with self.errors_handled(recording_id), self.leased(recording_id, done=has_submitted) as (record, done):
+    with self.errors_handled(recording_id), self.leased(recording_id, done=has_submitted) as (record, done, lease):
         if done:
             return already_submitted(self, record)  # never a second Plaud task for one recording
         if not has_usable_download_url(record, time.time()):
@@ -45,7 +45,8 @@ def submit(self: StageTask, recording_id: str) -> None:
                                             **budget_place(record), before_send=count_request)
         # Plaud has the job now. Should Redis fail over before its id is saved, this stage would be
         # retried and submit (and be billed) again: ride out the failover instead.
-        through_failover(lambda: submitted(rt, record, transcription_id), wait_s=rt.settings.redis_failover_wait_s,
+        through_failover(lambda: submitted(rt, record, transcription_id, lease=lease),
+                         wait_s=rt.settings.redis_failover_wait_s,
                          what=f"saving the transcription id of recording {recording_id}")
 
 
@@ -53,8 +54,9 @@ def has_submitted(record: Record) -> bool:
     return bool(record.get("transcription_id"))
 
 
-def submitted(rt: Runtime, record: Record, transcription_id: str) -> None:
-    """Save the transcription id and plan the first poll; safe to run again (the state moves once)."""
+def submitted(rt: Runtime, record: Record, transcription_id: str, *, lease: StageLease | None = None) -> None:
+    """Save the transcription id and plan the first poll; safe to run again (the state moves once).
+    The write that saves it gives back the submit stage's ``lease`` too, when given."""
     recording_id = record.recording_id
     now = time.time()
     estimate = rt.timing.current()
@@ -64,7 +66,9 @@ def submitted(rt: Runtime, record: Record, transcription_id: str) -> None:
     previous = rt.store.transition(recording_id, RecordingState.SUBMITTED, {
         "transcription_id": transcription_id, "submitted_at": now, "next_poll_at": first_poll,
         "expected_s": round(expected_s, 3), **estimate.as_fields(),
-    }, due_at=first_poll + rt.settings.reconcile_grace_s)
+    }, due_at=first_poll + rt.settings.reconcile_grace_s, release_lease=lease.to_release if lease else None)
+    if lease is not None:
+        lease.released()
     if rt.upload_slots is not None:
         rt.upload_slots.done(recording_id)  # submitted: the next recording in line may upload
     if previous is RecordingState.CANCELLED:

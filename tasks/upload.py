@@ -14,7 +14,7 @@ from .failures import StageName
 from .names import WAITING_FOR_UPLOAD
 from .records import Record, RecordingState
 from .runtime import Runtime
-from .stage import StageTask
+from .stage import StageLease, StageTask
 
 # When the duration cannot be read (a URL streamed straight through), estimate it from the size
 # at a typical speech bitrate: a guess within 2x beats assuming a 5-second job.
@@ -37,8 +37,9 @@ def has_upload_slot(rt: Runtime, recording_id: str, created_at: float) -> bool:
     return rt.upload_slots.take(recording_id, order=created_at, now=time.time())
 
 
-def run_upload(rt: Runtime, record: Record) -> None:
-    """Upload (or resume uploading) one recording and record where Plaud stored it."""
+def run_upload(rt: Runtime, record: Record, *, lease: StageLease | None = None) -> None:
+    """Upload (or resume uploading) one recording and record where Plaud stored it; the write that
+    records it gives back the upload stage's ``lease`` too, when given (one round trip, not two)."""
     recording_id = record.recording_id
     grace = rt.settings.reconcile_grace_s
     if record.get("waiting_for"):
@@ -69,16 +70,18 @@ def run_upload(rt: Runtime, record: Record) -> None:
         "transcoded": None if transcoded is None else {
             "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
             "bytes_saved": transcoded.bytes_saved},
-    }, due_at=time.time() + grace, clear=("upload_progress",))
+    }, due_at=time.time() + grace, clear=("upload_progress",), release_lease=lease.to_release if lease else None)
+    if lease is not None:
+        lease.released()
     if saved is None and elapsed_s > 0:  # a whole upload in this run: its rate means something
         metrics.observe(rt.redis, metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)
 
 
 @shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)
 def upload(self: StageTask, recording_id: str) -> None:
-    with self.errors_handled(recording_id), self.leased(recording_id, done=uploaded) as (record, done):
+    with self.errors_handled(recording_id), self.leased(recording_id, done=uploaded) as (record, done, lease):
         if done:
             return  # a redelivered or reconciled message, or another run uploaded it meanwhile
         if not has_upload_slot(self.rt, recording_id, record.number("created_at")):
             raise self.waits_as_data(recording_id, WAITING_FOR_UPLOAD)
-        run_upload(self.rt, record)
+        run_upload(self.rt, record, lease=lease)

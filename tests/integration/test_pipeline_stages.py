@@ -37,18 +37,41 @@ def limited_runtime(sandbox, redis_server, redis_client):
         yield lambda rate: stack.enter_context(using(build_runtime(sandbox, redis_server, tx_rate_limit=rate)))
 
 
-def test_submit_uploads_again_when_the_download_url_expired(rt, api, speech_mp3):
+def test_submit_uploads_again_when_the_download_url_expired(rt, api, speech_mp3, monkeypatch):
+    import tasks.submit
+
     rid = f"expired-{time.time_ns()}"
     rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
                     due_at=time.time() + 60)
     rt.store.transition(rid, RecordingState.UPLOADED, {"download_url": "http://127.0.0.1:1/gone.mp3",
                                                        "download_url_expires_at": time.time() - 1})
+    held_when_submitted = []
+    real = tasks.submit.submitted
+    monkeypatch.setattr(tasks.submit, "submitted", lambda *args, **kwargs: held_when_submitted.append(
+        rt.store.has_lease(rid)) or real(*args, **kwargs))
     submit(rid)
     record = rt.store.get(rid)
     assert record.state is RecordingState.SUBMITTED and record.get("transcription_id")
     assert record.number("download_url_expires_at") > time.time() + 3600
     stats = api.stats()
     assert stats["uploads_completed"] == 1 and stats["transcriptions_created"] == 1
+    # The upload's own write kept the submit's lease; the submit's last write gave it back.
+    assert held_when_submitted == [True] and not rt.store.has_lease(rid)
+
+
+def test_upload_and_submit_give_their_lease_back_in_their_last_write(rt, api, speech_mp3, monkeypatch):
+    from tasks.upload import upload
+
+    rid = f"lease-{time.time_ns()}"
+    rt.store.create(rid, {"source": speech_mp3.path, "user_id": "plaud-workers", "params": {}, "poll_token": "t"},
+                    due_at=time.time() + 60)
+    released_apart = []
+    monkeypatch.setattr(rt.store, "release_lease", lambda *args: released_apart.append(args))
+    upload(rid)
+    assert rt.store.get(rid).state is RecordingState.UPLOADED and not rt.store.has_lease(rid)
+    submit(rid)
+    assert rt.store.get(rid).state is RecordingState.SUBMITTED and not rt.store.has_lease(rid)
+    assert released_apart == []  # no round trip of its own for either
 
 
 def test_submit_never_creates_a_second_plaud_task(rt, api, speech_mp3, monkeypatch):
@@ -124,14 +147,10 @@ def test_the_dispatcher_wakes_a_waiting_submit_when_its_slot_frees(limited_runti
 
     woken = []
 
-    class Chain:
-        def __init__(self, recording_id, token, *, task_id, start):
-            woken.append((recording_id, task_id, start))
+    def send_pipeline(recording_id, token, *, task_id, start, **options):
+        woken.extend([(recording_id, task_id, start), options])
 
-        def apply_async(self, **options):
-            woken.append(options)
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline", send_pipeline)
     limited = limited_runtime("1/s")  # a window of 1 s plus the 1-s safety margin
     assert limited.client.budget.take("submit", "another-recording")
     rid = f"woken-{time.time_ns()}"
@@ -169,7 +188,7 @@ def test_an_entry_behind_a_full_upload_line_waits_in_it_and_sends_no_upload_task
     for i in range(slots.capacity - 1):  # every slot but one is taken by recordings ahead
         assert slots.take(f"ahead-{i}", order=i, now=time.time())
     handed = []
-    monkeypatch.setattr(entry, "hand_over", lambda task, signature: handed.append(signature) or "handed over")
+    monkeypatch.setattr(entry, "hand_over", lambda task, signature, send=None: handed.append(signature) or "handed over")
     run = f"line-{time.time_ns()}"
     assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-0") == "handed over"  # the last slot
     assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-1") == "waits as data for upload"
@@ -179,15 +198,8 @@ def test_an_entry_behind_a_full_upload_line_waits_in_it_and_sends_no_upload_task
     assert limited.in_line_for(f"{run}-1") == "upload" and record.number("waits") == 1
 
     woken = []
-
-    class Chain:
-        def __init__(self, recording_id, token, *, task_id, start):
-            woken.append((recording_id, start))
-
-        def apply_async(self, **options):
-            pass
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline",
+                        lambda recording_id, token, *, task_id, start, **options: woken.append((recording_id, start)))
     assert dispatch.dispatch_once(limited).woken == 0  # no slot free yet
     slots.done(f"{run}-0")  # the first was submitted: its slot is free
     dispatch.dispatch_once(limited)

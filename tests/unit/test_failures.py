@@ -99,15 +99,7 @@ def store():
 
 def test_retry_clears_what_its_restart_redoes_and_refuses_requests_refused_at_the_door(store, monkeypatch):
     sent = []
-
-    class Chain:
-        def __init__(self, *args, **kwargs):
-            sent.append(kwargs["start"])
-
-        def apply_async(self):
-            pass
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline", lambda *args, **kwargs: sent.append(kwargs["start"]))
     rt = FakeRuntime(store)
     now = time.time()
     store.create("plaud-failed", {"source": "/a.mp3", "transcription_id": "t1", "polls": 3}, due_at=now)

@@ -188,15 +188,7 @@ def test_bad_pipeline_settings_name_the_variable(env):
 
 def test_reconciler_redrives_overdue_recordings_from_the_right_stage(store, monkeypatch):
     sent = []
-
-    class Chain:
-        def __init__(self, *args, **kwargs):
-            sent.append((args, kwargs))
-
-        def apply_async(self):
-            pass
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline", lambda *args, **kwargs: sent.append((args, kwargs)))
     now = time.time()
     for rid, state, extra in (("queued", RecordingState.QUEUED, {}), ("uploaded", RecordingState.UPLOADED, {}),
                               ("polling", RecordingState.PROCESSING, {}),

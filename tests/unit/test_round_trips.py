@@ -64,6 +64,22 @@ def test_a_checkpoint_saves_progress_moves_the_due_time_and_renews_the_lease(sto
     assert 1000 < store.redis.pttl(lease_key("r1")) <= 300_000
 
 
+def test_a_stage_s_last_write_gives_back_its_own_lease_in_the_same_step(store):
+    store.create("r1", {}, due_at=10)
+    assert store.take_lease("r1", "task-a", 60)
+    store.transition("r1", RecordingState.UPLOADED, due_at=20, release_lease="task-b")  # not task-b's to give
+    assert store.redis.get(lease_key("r1")) == b"task-a"
+    store.transition("r1", RecordingState.SUBMITTED, {"transcription_id": "t1"}, due_at=30, release_lease="task-a")
+    assert store.redis.get(lease_key("r1")) is None
+    record = store.get("r1")
+    assert record.state is RecordingState.SUBMITTED and record.get("transcription_id") == "t1"
+    # Cancelled meanwhile: the move is refused, and the lease goes all the same (the stage ends).
+    assert store.take_lease("r1", "task-c", 60)
+    store.transition("r1", RecordingState.CANCELLED)
+    assert store.transition("r1", RecordingState.UPLOADED, release_lease="task-c") is RecordingState.CANCELLED
+    assert store.redis.get(lease_key("r1")) is None
+
+
 def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
     store.create("r1", {}, due_at=10)
     store.transition("r1", RecordingState.CANCELLED, {"cancelled": {"stage": "upload"}})
@@ -128,6 +144,36 @@ def test_the_entry_hands_its_id_to_the_chain_and_returns():
     chain = Signature()
     assert hand_over(task, chain) == HANDED_OVER
     assert chain.sent_with == {"task_id": "entry-id"} and not replaced
+    # Given a way to send the chain without its canvas, the entry uses that, with its id.
+    task, replaced = entry()
+    chain, sent = Signature(), []
+    assert hand_over(task, chain, send=sent.append) == HANDED_OVER
+    assert sent == ["entry-id"] and chain.sent_with is None and not replaced
+
+
+def test_the_pipeline_is_sent_as_one_message_carrying_the_rest_of_its_chain(monkeypatch):
+    from celery import Task
+
+    from tasks.failures import StageName
+    from tasks.transcribe import send_pipeline
+
+    sent = []
+    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append(
+        (self.name, args, options)))
+    send_pipeline("r1", "token-1", task_id="entry-id", countdown=5)
+    [(name, args, options)] = sent
+    assert (name, args, options["countdown"]) == ("plaud.upload", ("r1",), 5)
+    # The next task last, as Celery's trace pops it; deliver carries the entry's id.
+    chain = options["chain"]
+    assert [(link["task"], tuple(link["args"])) for link in chain] == [
+        ("plaud.deliver", ("r1",)), ("plaud.poll", ("r1", "token-1")), ("plaud.submit", ("r1",))]
+    assert chain[0]["options"]["task_id"] == "entry-id" and all(link["immutable"] for link in chain)
+    sent.clear()
+    send_pipeline("r1", "token-2", task_id=None, start=StageName.POLL)
+    [(name, args, options)] = sent
+    assert (name, args) == ("plaud.poll", ("r1", "token-2"))
+    assert [link["task"] for link in options["chain"]] == ["plaud.deliver"]
+    assert "task_id" not in options["chain"][0]["options"]
 
 
 @pytest.mark.parametrize("request_fields", [{"callbacks": [{"task": "x"}]}, {"errbacks": [{"task": "x"}]},
@@ -164,11 +210,26 @@ def test_the_entry_sends_no_task_succeeded_event_for_its_hand_over():
     assert sent == ["task-received", "task-started", "task-failed"]
 
 
-def test_counters_go_up_together(store):
+def test_counters_go_up_together_and_with_the_fields_a_poll_saves(store, monkeypatch):
     store.create("r1", {}, due_at=10)
     assert store.increment_all("r1", "polls", "timing_learned") == [1, 1]
     assert store.increment_all("r1", "polls") == [2]
     assert store.increment("r1", "timing_learned") == 2
+    executed = []
+    real_pipeline = store.redis.pipeline
+
+    def counted(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+        pipe.execute = lambda: executed.append(len(pipe.command_stack)) or real_execute()
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counted)
+    assert store.increment_all("r1", "polls", also_set={"transcript": {"text": "x"}, "plaud_status": "SUCCESS"}) == [3]
+    assert executed == [2]  # the counter and the fields: one round trip
+    record = store.get("r1")
+    assert record.get("transcript") == {"text": "x"} and record.get("plaud_status") == "SUCCESS"
+    assert record.number("polls") == 3 and record.number("updated_at") > 0
 
 
 # -- the audio's duration --------------------------------------------------------------------------
@@ -218,6 +279,22 @@ class ThreadRecordingTransport:
 
         self.threads.append(threading.current_thread().name)
         return SimpleNamespace(headers={"ETag": f'"etag-{url[-1]}"'})
+
+
+@pytest.mark.parametrize("size, checkpoints", [(100, [[1]]), (250, [[], [1], [1, 2], [1, 2, 3]])])
+def test_a_one_part_upload_checkpoints_once_its_part_is_sent(size, checkpoints):
+    """After presigning, a checkpoint lets a resume skip the parts sent; with one part there are none."""
+    import io
+
+    from plaud.sources import Source
+    from plaud.upload import Uploader
+
+    data = bytes(range(256))[:size]
+    saved: list[list[int]] = []
+    Uploader(PartsApi(chunk=100), ThreadRecordingTransport(), parallel_parts=1).upload(  # type: ignore[arg-type]
+        Source("test", size, "mp3", lambda: io.BytesIO(data)), user_id="u",
+        on_checkpoint=lambda progress: saved.append(sorted(progress.etags)))
+    assert saved == checkpoints
 
 
 @pytest.mark.parametrize("size, sent_from", [(100, {"MainThread"}), (250, {"plaud-part"})])

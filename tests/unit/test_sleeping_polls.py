@@ -23,14 +23,10 @@ def enqueued(monkeypatch):
     """What the dispatcher enqueued: (recording id, start stage, apply_async options)."""
     sent = []
 
-    class Chain:
-        def __init__(self, recording_id, token, *, task_id, start):
-            self.args = (recording_id, start)
+    def send_pipeline(recording_id, token, *, task_id, start, **options):
+        sent.append((recording_id, start, options))
 
-        def apply_async(self, **options):
-            sent.append((*self.args, options))
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline", send_pipeline)
     return sent
 
 

@@ -48,15 +48,7 @@ def test_the_upload_lead_must_leave_the_download_url_time_to_be_submitted():
 
 def test_the_reconciler_leaves_waiting_recordings_to_the_dispatcher_and_revives_a_lost_wait(monkeypatch):
     sent = []
-
-    class Chain:
-        def __init__(self, *args, **kwargs):
-            sent.append((args[0], kwargs["start"]))
-
-        def apply_async(self):
-            pass
-
-    monkeypatch.setattr(reconcile, "pipeline", Chain)
+    monkeypatch.setattr(reconcile, "send_pipeline", lambda *args, **kwargs: sent.append((args[0], kwargs["start"])))
     store = fake_record_store()
     rt = FakeRuntime(store)
     now = time.time()
