@@ -246,7 +246,10 @@ class SandboxState:
     def finish_upload(self, upload: Upload, merged: StoredFile) -> None:
         """Swap the parts for the merged file; the upload id is spent, as in S3."""
         self.stats.bytes_stored += merged.size - sum(p.size for p in upload.parts.values())
-        shutil.rmtree(self.part_dir(upload.upload_id), ignore_errors=True)
+        try:
+            os.rmdir(self.part_dir(upload.upload_id))  # empty once its parts are merged: the usual case
+        except OSError:
+            shutil.rmtree(self.part_dir(upload.upload_id), ignore_errors=True)
         del self.uploads[upload.upload_id]
         self.files[merged.file_id] = merged
         self.stats.uploads_completed += 1

@@ -115,6 +115,19 @@ def test_complete_accepts_quoted_and_bare_etags(api, started):
     assert requests.get(body["DownloadUrl"], timeout=10).content == data
 
 
+def test_a_one_part_upload_completes_after_a_refused_md5_and_serves_its_bytes(api, small_chunks):
+    data = os.urandom(CHUNK // 2)
+    token = api.new_user_token()
+    presigned = api.presign(token, len(data)).json()
+    body = complete_body(presigned, api.put_parts(presigned, data), data)
+    wrong = api.complete(token, {**body, "file_md5": "0" * 32})
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "FILE_MD5_NOT_MATCH")
+    r = api.complete(token, body)  # the part is still there to complete with
+    assert r.status_code == 200 and r.json()["FileMd5"] == hashlib.md5(data).hexdigest()
+    assert requests.get(r.json()["DownloadUrl"], timeout=10).content == data
+    assert api.stats()["bytes_stored"] == len(data)
+
+
 def test_complete_without_file_md5_is_accepted(api, started):
     token, presigned, data = started
     body = complete_body(presigned, api.put_parts(presigned, data), data)
