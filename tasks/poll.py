@@ -23,7 +23,7 @@ from .failures import FailureKind, StageName
 from .records import Record, RecordingState
 from .schedule import JITTER_MAX_S, ON_TIME_GUARD_S
 from .settings import PipelineSettings
-from .stage import NothingFollows, StageTask, budget_place
+from .stage import NothingFollows, StageTask, budget_place, still_live
 from .timing import TimingEstimate
 
 EARLY_TOLERANCE_S = 0.5
@@ -43,7 +43,10 @@ class PollTask(StageTask):
 @shared_task(name=names.POLL, base=PollTask, bind=True, stage=StageName.POLL)
 def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> None:
     rt = self.rt
-    record = self.load(recording_id)
+    # The fleet's timing estimate is read with the record: the poll re-aims and learns from it.
+    found, timing_reply = rt.store.get_with(recording_id, rt.timing.ask)
+    record = still_live(found, recording_id, self.stage, backend=self.backend)
+    fleet = rt.timing.estimate_from(timing_reply)
     woken = record.get("waiting_for") == POLL  # it waited for the budget, and may hold a grant now
     if record.state is RecordingState.SUCCEEDED or record.get("transcript") is not None:
         if woken:
@@ -55,18 +58,17 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     submitted_at = record.number("submitted_at", now)
     waited_s = now - submitted_at
     audio_s = record.number("audio_duration_s") or None
-    expected_s = record.number("expected_s") or rt.timing.expected_s(audio_s)
+    expected_s = record.number("expected_s") or fleet.expected_s(audio_s)
     next_poll_at = record.number("next_poll_at")
     if next_poll_at - now > EARLY_TOLERANCE_S:
         # Not yet time to ask Plaud. Before the expected finish, aim again: what the fleet has
         # learned since this was planned may move the on-time poll by a lot (a cold start).
         if waited_s < expected_s:
-            fresh = rt.timing.current()
-            fresh_s = fresh.expected_s(audio_s)
+            fresh_s = fleet.expected_s(audio_s)
             if abs(fresh_s - expected_s) > REAIM_CHANGE * expected_s:
                 at = now + rt.schedule.next_delay_s(waited_s, fresh_s, rt.budget_slack())
                 raise wait_until(self, recording_id, record, at, {"expected_s": round(fresh_s, 3),
-                                                                      **fresh.as_fields()})
+                                                                      **fleet.as_fields()})
         raise sleep_then_poll(self, recording_id, next_poll_at - now, waited_s, expected_s)
     late_s = now - next_poll_at  # how late this poll fires: a sign of a backlog on the polls queue
     if waited_s > rt.settings.poll_deadline_s:
@@ -99,7 +101,7 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     polls, *learned = rt.store.increment_all(recording_id, "polls", *(() if verdict is None else ("timing_learned",)),
                                              also_set=done)
     if verdict is not None and learned == [1]:
-        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record))
+        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record), now=fleet)
     if done is not None:
         return  # on to deliver
     if state.status.is_failure:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,6 +232,15 @@ class RecordStore:
 
     def get(self, recording_id: str) -> Record | None:
         return self._decoded(recording_id, self.redis.hgetall(self.key(recording_id)))
+
+    def get_with(self, recording_id: str, ask: Callable[[Any], None]) -> tuple[Record | None, Any]:
+        """``get``, and the one read ``ask`` queues on the same pipeline (one round trip): the record
+        and that read's reply."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.key(recording_id))
+        ask(pipe)
+        raw, reply = pipe.execute()
+        return self._decoded(recording_id, raw), reply
 
     def _decoded(self, recording_id: str, raw: dict[bytes, bytes]) -> Record | None:
         if not raw:

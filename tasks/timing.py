@@ -78,6 +78,9 @@ return redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
 """
 
 
+_FIELDS = ("log_base", "log_rtf", "samples", "hits", "misses")
+
+
 class TimingModel:
     def __init__(self, redis: Any, *, prior_base_s: float, prior_rtf: float, key: str = TIMING_KEY) -> None:
         self.redis = redis
@@ -86,8 +89,15 @@ class TimingModel:
         self.prior = TimingEstimate(_clamp(prior_base_s, BASE_BOUNDS_S), _clamp(prior_rtf, RTF_BOUNDS))
 
     def current(self) -> TimingEstimate:
-        log_base, log_rtf, samples, hits, misses = self.redis.hmget(
-            self.key, "log_base", "log_rtf", "samples", "hits", "misses")
+        return self.estimate_from(self.redis.hmget(self.key, *_FIELDS))
+
+    def ask(self, pipe: Any) -> None:
+        """Queue the read ``current`` makes on a pipeline, to read the estimate along with something
+        else in one round trip; ``estimate_from`` reads its reply."""
+        pipe.hmget(self.key, *_FIELDS)
+
+    def estimate_from(self, reply: list[Any]) -> TimingEstimate:
+        log_base, log_rtf, samples, hits, misses = reply
         if log_base is None or log_rtf is None:
             return self.prior
         return TimingEstimate(_clamp(math.exp(float(log_base)), BASE_BOUNDS_S), _clamp(math.exp(float(log_rtf)),
@@ -97,9 +107,12 @@ class TimingModel:
     def expected_s(self, audio_duration_s: float | None) -> float:
         return self.current().expected_s(audio_duration_s)
 
-    def learn(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None) -> TimingEstimate:
-        """One recording's verdict, on the estimate it was scheduled with (``used``, default the current one)."""
-        now = self.current()
+    def learn(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None, *,
+              now: TimingEstimate | None = None) -> TimingEstimate:
+        """One recording's verdict, on the estimate it was scheduled with (``used``, default the current
+        one). ``now`` is the current estimate when the caller has just read it (``ask``): the step is
+        taken from it, as from a read made here (the write is by increments either way)."""
+        now = now or self.current()
         used = used or now
         audio_s = audio_duration_s or 0.0
         expected = used.expected_s(audio_s)

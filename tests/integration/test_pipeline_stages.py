@@ -188,7 +188,8 @@ def test_an_entry_behind_a_full_upload_line_waits_in_it_and_sends_no_upload_task
     for i in range(slots.capacity - 1):  # every slot but one is taken by recordings ahead
         assert slots.take(f"ahead-{i}", order=i, now=time.time())
     handed = []
-    monkeypatch.setattr(entry, "hand_over", lambda task, signature, send=None: handed.append(signature) or "handed over")
+    monkeypatch.setattr(entry, "hand_over",
+                        lambda task, signature, send=None: handed.append(signature) or "handed over")
     run = f"line-{time.time_ns()}"
     assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-0") == "handed over"  # the last slot
     assert entry.transcribe(source=speech_mp3.path, recording_id=f"{run}-1") == "waits as data for upload"

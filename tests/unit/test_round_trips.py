@@ -117,6 +117,24 @@ def test_a_stage_takes_its_lease_and_reads_its_record_in_one_round_trip(store, m
     assert store.take_lease_and_get("gone", "task-a", 60) == (True, None)
 
 
+def test_a_poll_reads_the_fleet_s_timing_with_its_record_and_learns_from_that_read(store, monkeypatch):
+    from tasks.timing import TimingModel
+
+    model = TimingModel(store.redis, prior_base_s=5, prior_rtf=0.1)
+    store.create("r1", {"source": "/a.mp3"}, due_at=10)
+    model.learn(600, hit=False)
+    record, reply = store.get_with("r1", model.ask)
+    fleet = model.estimate_from(reply)
+    assert record.get("source") == "/a.mp3" and fleet == model.current() and fleet.misses == 1
+    assert store.get_with("gone", model.ask)[0] is None
+    reads = []
+    real_hmget = store.redis.hmget
+    monkeypatch.setattr(store.redis, "hmget", lambda *args: reads.append(args) or real_hmget(*args))
+    model.learn(600, hit=True, now=fleet)
+    assert reads == []  # the step is taken from the estimate read with the record
+    assert model.current().hits == 1 and model.current().expected_s(600) < fleet.expected_s(600)
+
+
 # -- the entry task's hand-over ----------------------------------------------------------------
 
 
