@@ -52,6 +52,7 @@ bench: $(BIN)/plaud-workers
 	$(BIN)/python -m bench.client_upload --size-mib 1024 --parallel 1 4 --latency-ms 20
 	$(BIN)/python -m bench.token_sharing --processes 8 --uploads 50
 	$(BIN)/python -m bench.http_cpu --requests 2000
+	$(BIN)/python -m bench.sandbox_cpu --recordings 300
 	$(BIN)/python -m bench.pipeline_throughput --recordings 500 --concurrency 8
 	$(BIN)/python -m bench.idle_worker
 	$(BIN)/python -m bench.polling_cost

@@ -44,16 +44,17 @@ def deliver(self, recording_id: str) -> dict[str, Any]:
         tell_followers(self.backend, followers_of(record), result=record.get("result"))
         return record.get("result")  # the same answer again
     result = build_result(record)
-    ended = rt.store.end(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",))
+    # The metrics' figures go with the move that ends it: recorded once, if this run ended it.
+    ended = rt.store.end(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",),
+                         observe=success_observations(record, time.time()))
     if ended.previous is not None and not ended.previous.is_terminal:
-        observe_success(rt.redis, record, time.time())
         announce(rt, recording_id, "recording.succeeded", record)
         tell_followers(self.backend, ended.followers, result=result)
     return result
 
 
-def observe_success(connection: Any, record: Record, now: float) -> None:
-    """The figures of a recording that just succeeded, for the metrics (once: on the transition)."""
+def success_observations(record: Record, now: float) -> metrics.Observations:
+    """The figures of a recording that succeeds now, for the metrics' histograms."""
     observations = [(metrics.RECORDING_SECONDS, now - record.number("created_at", now)),
                     (metrics.POLLS_PER_RECORDING, record.number("polls"))]
     seen_at = record.number("done_seen_at")
@@ -61,4 +62,4 @@ def observe_success(connection: Any, record: Record, now: float) -> None:
     last_unfinished = max(record.number("at_PROCESSING"), record.number("submitted_at"))
     if seen_at and last_unfinished:
         observations.append((metrics.DETECTION_SECONDS, max(seen_at - last_unfinished, 0.0)))
-    metrics.observe_all(connection, observations)
+    return observations

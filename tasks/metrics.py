@@ -5,16 +5,18 @@ Workers of any pool, on any number of hosts, record here; ``plaud-workers metric
 needs a port and nothing is lost when a worker process ends. A counter is a Redis hash of label
 values -> count; a histogram a hash of per-bucket counts (not cumulative: the exporter sums them),
 its sum and its count. The recordings by state, and the oldest in each, are kept by the record
-store's own scripts in the same step as each transition (``tasks/records.py``); the budget, the
+store's own scripts in the same step as each transition (``tasks/records.py``), and so are the
+histograms' observations, with the move that ends the stage that measured them; the budget, the
 queues and the timing model are read as they are at scrape time.
 
 Labels stay bounded: stages, failure kinds, outcomes, states and tenants; never a recording id.
-Recording a metric never fails the work it describes: a Redis error here is logged and dropped.
+Counting never fails the work it describes: a Redis error here is logged and dropped.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,32 +96,28 @@ def count(connection: Any, metric: CounterMetric, *label_values: str, n: int = 1
         log.warning("metric %s not counted: %s", metric.name, exc)
 
 
-def observe(connection: Any, metric: HistogramMetric, value: float) -> None:
-    observe_all(connection, [(metric, value)])
-
-
-# KEYS are histograms, ARGV a (bucket field, value) pair for each. A script rather than a MULTI of
-# three commands per histogram: one command for redis-py to send and one reply to read, where
-# deliver's three histograms made eleven of each for every recording.
-_OBSERVE = """
-for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, ARGV[2 * i - 1], 1)
-  redis.call('HINCRBYFLOAT', key, 'sum', ARGV[2 * i])
+# One observation of a histogram: its bucket, sum and count move together. The record store's
+# transition script runs it for what a stage measured, in the same step as the move that ends the
+# stage (``RecordStore.transition(observe=...)``): a stage's last write, not a round trip of its own.
+OBSERVE_LUA = """
+local function observe(key, bucket, value)
+  redis.call('HINCRBY', key, bucket, 1)
+  redis.call('HINCRBYFLOAT', key, 'sum', value)
   redis.call('HINCRBY', key, 'count', 1)
 end
-return #KEYS
 """
 
+Observations = Sequence[tuple[HistogramMetric, float]]
 
-def observe_all(connection: Any, observations: list[tuple[HistogramMetric, float]]) -> None:
-    """Several observations in one round trip; each histogram's bucket, sum and count move together."""
-    try:
-        args: list[str | float] = []
-        for metric, value in observations:
-            args += [metric.bucket_of(value), value]
-        connection.register_script(_OBSERVE)(keys=[metric.key for metric, _ in observations], args=args)
-    except redis.RedisError as exc:
-        log.warning("metrics %s not observed: %s", ", ".join(m.name for m, _ in observations), exc)
+
+def observation_arguments(observations: Observations) -> tuple[list[str], list[str | float]]:
+    """The histograms' keys, and a (bucket field, value) pair for each: what ``OBSERVE_LUA`` takes."""
+    keys: list[str] = []
+    args: list[str | float] = []
+    for metric, value in observations:
+        keys.append(metric.key)
+        args += [metric.bucket_of(value), value]
+    return keys, args
 
 
 def read_counter(connection: Any, metric: CounterMetric) -> dict[tuple[str, ...], float]:

@@ -24,6 +24,7 @@ from plaud.auth import DELETE_IF_EQUAL
 from plaud.keys import text
 from plaud.sealing import Sealer
 
+from .metrics import OBSERVE_LUA, Observations, observation_arguments
 from .names import (
     DEFAULT_TENANT,
     DUE_INDEX,
@@ -78,22 +79,29 @@ return 1
 # counts by state and tenant, and the count of recordings that ended in each state. A record that
 # ends gets its expiry, one that is reopened loses it, and fields named to clear go, all in the
 # same step (one round trip).
-# A stage's last write may also give back its stage lease (if still its holder's), so that the
-# stage ends in one round trip rather than two; the lease goes whether or not the move applies.
-# KEYS: 1-5 as for create, 6 ended counts by state and tenant, 7 the stage lease. ARGV: 1 state, 2
-# now, 3 due at ('': none), 4 '1' to reopen a terminal record, 5 recording id, 6 the default tenant,
-# 7 the expiry (s) of an ended record, 8 the lease holder to release ('': none), 9 how many fields
-# to clear, 10.. their names, then the fields to set.
-_TRANSITION = """
+# A stage's last write also gives back its stage lease (if still its holder's), and records the
+# histograms' observations of what the stage measured, so that the stage ends in one round trip
+# rather than three. The lease goes whether or not the move applies; the observations count only
+# with a move that changes the state (once per recording, not again on a redelivered stage).
+# KEYS: 1-5 as for create, 6 ended counts by state and tenant, 7 the stage lease, 8.. histograms.
+# ARGV: 1 state, 2 now, 3 due at ('': none), 4 '1' to reopen a terminal record, 5 recording id, 6
+# the default tenant, 7 the expiry (s) of an ended record, 8 the lease holder to release ('':
+# none), 9 how many fields to clear, 10.. their names, then a (bucket field, value) pair for each
+# histogram, then the fields to set.
+_TRANSITION = OBSERVE_LUA + """
 local function terminal(s) return s == 'SUCCEEDED' or s == 'FAILED' or s == 'CANCELLED' end
 if ARGV[8] ~= '' and redis.call('GET', KEYS[7]) == ARGV[8] then redis.call('DEL', KEYS[7]) end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if terminal(state) and ARGV[4] ~= '1' then return {state, false} end
 local cleared = tonumber(ARGV[9])
-local first = 10 + cleared
+local observed = 10 + cleared  -- the first observation's bucket field
+local first = observed + 2 * (#KEYS - 7)
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, first))
-if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 10, first - 1)) end
+if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 10, observed - 1)) end
+if state ~= ARGV[1] then
+  for i = 8, #KEYS do observe(KEYS[i], ARGV[observed + 2 * (i - 8)], ARGV[observed + 2 * (i - 8) + 1]) end
+end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
 if terminal(ARGV[1]) then
@@ -283,6 +291,15 @@ class RecordStore:
     def increment(self, recording_id: str, name: str) -> int:
         return int(self.redis.hincrby(self.key(recording_id), name, 1))
 
+    def increment_with(self, recording_id: str, name: str, ask: Callable[[Any], None]) -> tuple[int, Any]:
+        """``increment``, and the one read ``ask`` queues on the same pipeline (one round trip): the
+        counter's new value and that read's reply."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.key(recording_id), name, 1)
+        ask(pipe)
+        value, reply = pipe.execute()
+        return int(value), reply
+
     def increment_all(self, recording_id: str, *names: str, also_set: dict[str, Any] | None = None) -> list[int]:
         """Several counters up by one, and the fields ``also_set`` written (as ``update``), in one
         round trip; the counters' new values, in order."""
@@ -296,32 +313,35 @@ class RecordStore:
 
     def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
                    due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = (),
-                   release_lease: str | None = None) -> RecordingState | None:
+                   release_lease: str | None = None, observe: Observations = ()) -> RecordingState | None:
         """Move to ``state``, set ``values`` and remove the ``clear`` fields; returns the previous state
         (None if no record).
 
         A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
         when the reconciler should look again; terminal states leave the due index. With
-        ``release_lease`` (a holder), the stage lease is released too if that holder has it. One
-        round trip.
+        ``release_lease`` (a holder), the stage lease is released too if that holder has it; the
+        histogram observations ``observe`` are recorded if the move changes the state. One round
+        trip.
         """
         return self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear,
-                          release_lease=release_lease).previous
+                          release_lease=release_lease, observe=observe).previous
 
     def end(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
-            clear: tuple[str, ...] = ()) -> Ended:
+            clear: tuple[str, ...] = (), observe: Observations = ()) -> Ended:
         """``transition`` to a terminal ``state``; also returns the followers to tell, when this ended it."""
         assert state.is_terminal, state
-        return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear)
+        return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear, observe=observe)
 
     def _move(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None, *,
-              due_at: float | None, reopen: bool, clear: tuple[str, ...], release_lease: str | None = None) -> Ended:
+              due_at: float | None, reopen: bool, clear: tuple[str, ...], release_lease: str | None = None,
+              observe: Observations = ()) -> Ended:
         now = time.time()
+        histograms, observations = observation_arguments(observe)
         outcome = self._transition(
             keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT,
-                  lease_key(recording_id)],
+                  lease_key(recording_id), *histograms],
             args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
-                  DEFAULT_TENANT, self.ttl_s, release_lease or "", len(clear), *clear,
+                  DEFAULT_TENANT, self.ttl_s, release_lease or "", len(clear), *clear, *observations,
                   *self._encode(recording_id, values or {})])
         if outcome is None:
             return Ended(None)

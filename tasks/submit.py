@@ -15,6 +15,7 @@ from .records import Record, RecordingState
 from .redis_connection import through_failover
 from .runtime import Runtime
 from .stage import StageLease, StageTask, budget_place
+from .timing import TimingEstimate
 from .upload import has_usable_download_url, run_upload
 
 
@@ -32,12 +33,16 @@ def submit(self: StageTask, recording_id: str) -> None:
             run_upload(rt, record)
             record = self.load(recording_id)
 
+        fleet: list[TimingEstimate] = []  # the fleet's timing estimate, read with the count
+
         def count_request() -> None:
             # Counted as it goes out, not before the budget allows it: a submit that waited
             # for budget never reached Plaud and cannot have created a task.
             if record.get("waiting_for"):
                 rt.store.stop_waiting(recording_id)
-            if rt.store.increment(recording_id, "submit_requests") > 1:
+            sent, timing_reply = rt.store.increment_with(recording_id, "submit_requests", rt.timing.ask)
+            fleet.append(rt.timing.estimate_from(timing_reply))
+            if sent > 1:
                 # An earlier request may have reached Plaud without us learning its id.
                 rt.store.update(recording_id, {"possible_duplicate_submit": 1})
 
@@ -45,7 +50,8 @@ def submit(self: StageTask, recording_id: str) -> None:
                                             **budget_place(record), before_send=count_request)
         # Plaud has the job now. Should Redis fail over before its id is saved, this stage would be
         # retried and submit (and be billed) again: ride out the failover instead.
-        through_failover(lambda: submitted(rt, record, transcription_id, lease=lease),
+        through_failover(lambda: submitted(rt, record, transcription_id, lease=lease,
+                                           estimate=fleet[-1] if fleet else None),
                          wait_s=rt.settings.redis_failover_wait_s,
                          what=f"saving the transcription id of recording {recording_id}")
 
@@ -54,12 +60,14 @@ def has_submitted(record: Record) -> bool:
     return bool(record.get("transcription_id"))
 
 
-def submitted(rt: Runtime, record: Record, transcription_id: str, *, lease: StageLease | None = None) -> None:
-    """Save the transcription id and plan the first poll; safe to run again (the state moves once).
-    The write that saves it gives back the submit stage's ``lease`` too, when given."""
+def submitted(rt: Runtime, record: Record, transcription_id: str, *, lease: StageLease | None = None,
+              estimate: TimingEstimate | None = None) -> None:
+    """Save the transcription id and plan the first poll from the fleet's timing ``estimate`` (read
+    now when not given); safe to run again (the state moves once). The write that saves it gives
+    back the submit stage's ``lease`` too, when given."""
     recording_id = record.recording_id
     now = time.time()
-    estimate = rt.timing.current()
+    estimate = estimate or rt.timing.current()
     expected_s = estimate.expected_s(record.number("audio_duration_s") or None)
     first_poll = now + rt.schedule.next_delay_s(0.0, expected_s, rt.budget_slack())
     rt.plan_poll(recording_id, first_poll)

@@ -39,7 +39,8 @@ def has_upload_slot(rt: Runtime, recording_id: str, created_at: float) -> bool:
 
 def run_upload(rt: Runtime, record: Record, *, lease: StageLease | None = None) -> None:
     """Upload (or resume uploading) one recording and record where Plaud stored it; the write that
-    records it gives back the upload stage's ``lease`` too, when given (one round trip, not two)."""
+    records it gives back the upload stage's ``lease`` too, when given, and observes the upload's
+    throughput (one round trip, not three)."""
     recording_id = record.recording_id
     grace = rt.settings.reconcile_grace_s
     if record.get("waiting_for"):
@@ -70,11 +71,11 @@ def run_upload(rt: Runtime, record: Record, *, lease: StageLease | None = None) 
         "transcoded": None if transcoded is None else {
             "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
             "bytes_saved": transcoded.bytes_saved},
-    }, due_at=time.time() + grace, clear=("upload_progress",), release_lease=lease.to_release if lease else None)
+    }, due_at=time.time() + grace, clear=("upload_progress",), release_lease=lease.to_release if lease else None,
+        # A whole upload in this run: its rate means something.
+        observe=[(metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)] if saved is None and elapsed_s > 0 else ())
     if lease is not None:
         lease.released()
-    if saved is None and elapsed_s > 0:  # a whole upload in this run: its rate means something
-        metrics.observe(rt.redis, metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)
 
 
 @shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)

@@ -74,8 +74,11 @@ def test_counters_and_histograms_as_exported(rt):
     metrics.count(rt.redis, metrics.FAILURES, "upload", "source")
     metrics.count(rt.redis, metrics.FAILURES, "poll", "timed_out")
     metrics.count(rt.redis, metrics.WEBHOOK_ATTEMPTS, "failed")
-    for polls in (1, 1, 3, 70):
-        metrics.observe(rt.redis, metrics.POLLS_PER_RECORDING, polls)
+    # Histograms are observed by the move that ends the stage that measured them, once.
+    for i, polls in enumerate((1, 1, 3, 70)):
+        rt.store.create(f"h{i}", {}, due_at=time.time() + 60)
+        rt.store.end(f"h{i}", RecordingState.SUCCEEDED, observe=[(metrics.POLLS_PER_RECORDING, polls)])
+        rt.store.end(f"h{i}", RecordingState.SUCCEEDED, observe=[(metrics.POLLS_PER_RECORDING, polls)])  # again
     found = scrape(rt)
     assert found[("plaud_failures_total", (("kind", "source"), ("stage", "upload")))] == 2
     assert found[("plaud_failures_total", (("kind", "timed_out"), ("stage", "poll")))] == 1
@@ -85,8 +88,12 @@ def test_counters_and_histograms_as_exported(rt):
     assert found[("plaud_polls_per_recording_bucket", (("le", "50.0"),))] == 3
     assert found[("plaud_polls_per_recording_bucket", (("le", "+Inf"),))] == 4
     assert (found[("plaud_polls_per_recording_count", ())], found[("plaud_polls_per_recording_sum", ())]) == (4, 75)
-    # Several histograms in one step, each with its bucket, sum and count.
-    metrics.observe_all(rt.redis, [(metrics.RECORDING_SECONDS, 12.5), (metrics.DETECTION_SECONDS, 0.25)])
+    # Several histograms in one step, each with its bucket, sum and count; none for a move refused.
+    rt.store.create("h5", {}, due_at=time.time() + 60)
+    observations = [(metrics.RECORDING_SECONDS, 12.5), (metrics.DETECTION_SECONDS, 0.25)]
+    assert rt.store.transition("h5", RecordingState.UPLOADED, observe=observations) is RecordingState.QUEUED
+    rt.store.end("h5", RecordingState.CANCELLED)
+    assert rt.store.end("h5", RecordingState.SUCCEEDED, observe=observations).previous is RecordingState.CANCELLED
     found = scrape(rt)
     assert found[("plaud_recording_duration_seconds_bucket", (("le", "15.0"),))] == 1
     assert found[("plaud_recording_duration_seconds_bucket", (("le", "5.0"),))] == 0

@@ -117,6 +117,27 @@ def test_a_stage_takes_its_lease_and_reads_its_record_in_one_round_trip(store, m
     assert store.take_lease_and_get("gone", "task-a", 60) == (True, None)
 
 
+def test_a_submit_reads_the_fleet_s_timing_with_its_count_of_requests(store, monkeypatch):
+    from tasks.timing import TimingModel
+
+    model = TimingModel(store.redis, prior_base_s=5, prior_rtf=0.1)
+    store.create("r1", {}, due_at=10)
+    model.learn(600, hit=False)
+    executed = []
+    real_pipeline = store.redis.pipeline
+
+    def counted(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+        pipe.execute = lambda: executed.append(len(pipe.command_stack)) or real_execute()
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counted)
+    sent, reply = store.increment_with("r1", "submit_requests", model.ask)
+    assert (sent, executed) == (1, [2]) and model.estimate_from(reply) == model.current()
+    assert store.increment_with("r1", "submit_requests", model.ask)[0] == 2
+
+
 def test_a_poll_reads_the_fleet_s_timing_with_its_record_and_learns_from_that_read(store, monkeypatch):
     from tasks.timing import TimingModel
 
