@@ -96,12 +96,11 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     if state.status is TranscriptionStatus.SUCCESS and state.transcript is not None:  # always, on SUCCESS
         done = {"transcript": state.transcript.to_dict(), "done_seen_at": time.time(), "plaud_status": state.raw_status,
                 "last_poll_late_s": round(late_s, 3)}
-    # The poll counted, whether it is the recording's first to teach the timing model and, once
-    # done, the transcript saved: one round trip.
-    polls, *learned = rt.store.increment_all(recording_id, "polls", *(() if verdict is None else ("timing_learned",)),
-                                             also_set=done)
-    if verdict is not None and learned == [1]:
-        rt.timing.learn(audio_s, hit=verdict, used=TimingEstimate.from_fields(record), now=fleet)
+    # The poll counted, once done the transcript saved, and the timing model taught (by the
+    # recording's first verdict only): one round trip.
+    lesson = None if verdict is None else rt.timing.lesson(audio_s, verdict, TimingEstimate.from_fields(record),
+                                                           now=fleet, once_for=rt.store.key(recording_id))
+    polls, = rt.store.increment_all(recording_id, "polls", also_set=done, also_run=lesson)
     if done is not None:
         return  # on to deliver
     if state.status.is_failure:

@@ -35,6 +35,7 @@ from .names import (
     lease_key,
     record_key,
 )
+from .redis_connection import ScriptCall
 
 SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
 JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded", "cancelled")
@@ -300,16 +301,25 @@ class RecordStore:
         value, reply = pipe.execute()
         return int(value), reply
 
-    def increment_all(self, recording_id: str, *names: str, also_set: dict[str, Any] | None = None) -> list[int]:
-        """Several counters up by one, and the fields ``also_set`` written (as ``update``), in one
-        round trip; the counters' new values, in order."""
+    def increment_all(self, recording_id: str, *names: str, also_set: dict[str, Any] | None = None,
+                      also_run: ScriptCall | None = None) -> list[int]:
+        """Several counters up by one, the fields ``also_set`` written (as ``update``) and the script
+        call ``also_run`` run, in one round trip; the counters' new values, in order."""
         key = self.key(recording_id)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.hincrby(key, name, 1)
         if also_set:
             pipe.hset(key, mapping=self._mapping(recording_id, also_set, time.time()))
-        return [int(value) for value in pipe.execute()[:len(names)]]
+        if also_run is not None:
+            also_run.queue(pipe)
+        replies = pipe.execute(raise_on_error=False)
+        if also_run is not None:
+            replies[-1] = also_run.settle(replies[-1], self.redis)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [int(value) for value in replies[:len(names)]]
 
     def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
                    due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = (),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -105,3 +106,32 @@ def through_failover(action: Callable[[], T], *, wait_s: float, what: str) -> T:
                 raise
             log.warning("%s: Redis unavailable (%s: %s); trying again", what, type(exc).__name__, exc)
             time.sleep(FAILOVER_RETRY_GAP_S)
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of a registered Lua script, to run alone or to send in a pipeline with other commands.
+
+    redis-py runs a script in a pipeline only after asking the server whether it has every script
+    of that pipeline (``SCRIPT EXISTS``), a round trip of its own. ``queue`` sends the call by its
+    SHA alone; ``settle`` runs it again, alone (which loads the script), if the server did not have
+    it, as after a restart or a failover: then the call had not run.
+    """
+
+    script: Any  # redis.commands.core.Script
+    keys: list[str]
+    args: list[Any]
+
+    def run(self, connection: Any) -> Any:
+        return self.script(keys=self.keys, args=self.args, client=connection)
+
+    def queue(self, pipe: Any) -> None:
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    def settle(self, reply: Any, connection: Any) -> Any:
+        """The call's reply from a pipeline run with ``raise_on_error=False``."""
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return self.run(connection)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .names import TIMING_KEY
+from .redis_connection import ScriptCall
 
 TARGET_HIT_RATE = 0.8
 GENERATION_STEPS = 10  # how far one batch scheduled on the same estimate may move it, in steps
@@ -68,7 +69,10 @@ class TimingEstimate:
 # One verdict: the estimate's two logs start from the current estimate if the hash has none, move
 # by increments (two workers learning at once both count), and the tallies go up. A script: one
 # command for redis-py to send and one reply to read, where a MULTI of six made eight of each.
+# With a recording's record as KEYS[2], only that recording's first verdict counts (its
+# ``timing_learned`` goes up either way); returns 0 for one that does not.
 _LEARN = """
+if KEYS[2] and redis.call('HINCRBY', KEYS[2], 'timing_learned', 1) ~= 1 then return 0 end
 redis.call('HSETNX', KEYS[1], 'log_base', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'log_rtf', ARGV[2])
 redis.call('HINCRBYFLOAT', KEYS[1], 'log_base', ARGV[3])
@@ -107,12 +111,19 @@ class TimingModel:
     def expected_s(self, audio_duration_s: float | None) -> float:
         return self.current().expected_s(audio_duration_s)
 
-    def learn(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None, *,
-              now: TimingEstimate | None = None) -> TimingEstimate:
+    def learn(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None) -> TimingEstimate:
         """One recording's verdict, on the estimate it was scheduled with (``used``, default the current
-        one). ``now`` is the current estimate when the caller has just read it (``ask``): the step is
-        taken from it, as from a read made here (the write is by increments either way)."""
-        now = now or self.current()
+        one); returns the estimate it moved from."""
+        now = self.current()
+        self.lesson(audio_duration_s, hit, used, now=now).run(self.redis)
+        return now
+
+    def lesson(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None, *,
+               now: TimingEstimate, once_for: str | None = None) -> ScriptCall:
+        """What ``learn`` writes, as a call to send with other commands: ``now`` is the current
+        estimate as the caller read it (``ask``), the step is taken from it (the write is by
+        increments, so a read a moment old is what two workers learning at once see anyway). With
+        a record's key as ``once_for``, only that recording's first verdict counts."""
         used = used or now
         audio_s = audio_duration_s or 0.0
         expected = used.expected_s(audio_s)
@@ -120,10 +131,9 @@ class TimingModel:
         direction = -(1 - TARGET_HIT_RATE) if hit else TARGET_HIT_RATE
         new_base = _clamp(_step(now.base_s, used.base_s, step * direction * used.base_s / expected), BASE_BOUNDS_S)
         new_rtf = _clamp(_step(now.rtf, used.rtf, step * direction * used.rtf * audio_s / expected), RTF_BOUNDS)
-        self._learn(keys=[self.key], args=[math.log(now.base_s), math.log(now.rtf),
-                                           math.log(new_base) - math.log(now.base_s),
-                                           math.log(new_rtf) - math.log(now.rtf), "hits" if hit else "misses"])
-        return now
+        return ScriptCall(self._learn, [self.key, *([once_for] if once_for else [])],
+                          [math.log(now.base_s), math.log(now.rtf), math.log(new_base) - math.log(now.base_s),
+                           math.log(new_rtf) - math.log(now.rtf), "hits" if hit else "misses"])
 
     def forget(self) -> None:
         """Back to the prior (after Plaud changed, or between benchmark runs)."""

@@ -21,6 +21,21 @@ def store():
     return fake_record_store()
 
 
+def count_pipelines(store: Any, monkeypatch: Any) -> list[int]:
+    """The number of commands of each pipeline ``store`` executes from now on: one round trip each."""
+    executed: list[int] = []
+    real_pipeline = store.redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+        pipe.execute = lambda **options: executed.append(len(pipe.command_stack)) or real_execute(**options)
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counted)
+    return executed
+
+
 # -- records -----------------------------------------------------------------------------------
 
 
@@ -89,22 +104,14 @@ def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
 
 def test_a_stage_takes_its_lease_and_reads_its_record_in_one_round_trip(store, monkeypatch):
     store.create("r1", {"source": "/a.mp3"}, due_at=10)
-    round_trips = []
-    real_pipeline = store.redis.pipeline
-
-    def counted(*args, **kwargs):
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
-        pipe.execute = lambda: round_trips.append("pipeline") or real_execute()
-        return pipe
-
-    monkeypatch.setattr(store.redis, "pipeline", counted)
+    pipelines = count_pipelines(store, monkeypatch)
+    round_trips: list[str] = []
     for name in ("get", "set", "hgetall", "pexpire"):
         real = getattr(store.redis, name)
         monkeypatch.setattr(store.redis, name, lambda *a, _real=real, _name=name, **k: round_trips.append(_name)
                             or _real(*a, **k))
     held, record = store.take_lease_and_get("r1", "task-a", 60)
-    assert held and record.get("source") == "/a.mp3" and round_trips == ["pipeline"]
+    assert held and record.get("source") == "/a.mp3" and pipelines == [2] and round_trips == []
     assert store.redis.get(lease_key("r1")) == b"task-a"
     # Another run's lease: not held, and the record all the same (to see that run's work done).
     held, record = store.take_lease_and_get("r1", "task-b", 60)
@@ -123,16 +130,7 @@ def test_a_submit_reads_the_fleet_s_timing_with_its_count_of_requests(store, mon
     model = TimingModel(store.redis, prior_base_s=5, prior_rtf=0.1)
     store.create("r1", {}, due_at=10)
     model.learn(600, hit=False)
-    executed = []
-    real_pipeline = store.redis.pipeline
-
-    def counted(*args, **kwargs):
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
-        pipe.execute = lambda: executed.append(len(pipe.command_stack)) or real_execute()
-        return pipe
-
-    monkeypatch.setattr(store.redis, "pipeline", counted)
+    executed = count_pipelines(store, monkeypatch)
     sent, reply = store.increment_with("r1", "submit_requests", model.ask)
     assert (sent, executed) == (1, [2]) and model.estimate_from(reply) == model.current()
     assert store.increment_with("r1", "submit_requests", model.ask)[0] == 2
@@ -148,12 +146,32 @@ def test_a_poll_reads_the_fleet_s_timing_with_its_record_and_learns_from_that_re
     fleet = model.estimate_from(reply)
     assert record.get("source") == "/a.mp3" and fleet == model.current() and fleet.misses == 1
     assert store.get_with("gone", model.ask)[0] is None
-    reads = []
+    # The poll's verdict goes with its count and the transcript: the step is taken from the estimate
+    # read with the record, and nothing is read again.
+    executed, reads = count_pipelines(store, monkeypatch), []
     real_hmget = store.redis.hmget
     monkeypatch.setattr(store.redis, "hmget", lambda *args: reads.append(args) or real_hmget(*args))
-    model.learn(600, hit=True, now=fleet)
-    assert reads == []  # the step is taken from the estimate read with the record
+    lesson = model.lesson(600, True, now=fleet, once_for=store.key("r1"))
+    assert store.increment_all("r1", "polls", also_set={"transcript": {"text": "x"}}, also_run=lesson) == [1]
+    assert executed == [3] and reads == []
     assert model.current().hits == 1 and model.current().expected_s(600) < fleet.expected_s(600)
+    assert store.get("r1").get("transcript") == {"text": "x"}
+    # A later verdict of the same recording teaches nothing (its first one did).
+    store.increment_all("r1", "polls", also_run=model.lesson(600, False, now=model.current(),
+                                                             once_for=store.key("r1")))
+    assert (model.current().misses, model.current().samples) == (1, 2)
+    assert store.get("r1").number("timing_learned") == 2
+
+
+def test_a_script_sent_in_a_pipeline_runs_alone_when_the_server_lost_it(store):
+    from tasks.timing import TimingModel
+
+    model = TimingModel(store.redis, prior_base_s=5, prior_rtf=0.1)
+    store.create("r1", {}, due_at=10)
+    store.redis.script_flush()  # as after a restart or a failover: the server has no script
+    lesson = model.lesson(600, False, now=model.current(), once_for=store.key("r1"))
+    assert store.increment_all("r1", "polls", also_run=lesson) == [1]
+    assert model.current().misses == 1 and store.get("r1").number("timing_learned") == 1
 
 
 # -- the entry task's hand-over ----------------------------------------------------------------
@@ -254,16 +272,7 @@ def test_counters_go_up_together_and_with_the_fields_a_poll_saves(store, monkeyp
     assert store.increment_all("r1", "polls", "timing_learned") == [1, 1]
     assert store.increment_all("r1", "polls") == [2]
     assert store.increment("r1", "timing_learned") == 2
-    executed = []
-    real_pipeline = store.redis.pipeline
-
-    def counted(*args, **kwargs):
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
-        pipe.execute = lambda: executed.append(len(pipe.command_stack)) or real_execute()
-        return pipe
-
-    monkeypatch.setattr(store.redis, "pipeline", counted)
+    executed = count_pipelines(store, monkeypatch)
     assert store.increment_all("r1", "polls", also_set={"transcript": {"text": "x"}, "plaud_status": "SUCCESS"}) == [3]
     assert executed == [2]  # the counter and the fields: one round trip
     record = store.get("r1")
