@@ -132,9 +132,7 @@ class Uploader:
         while True:
             if progress is None or not progress.fits(source):
                 progress = self._start(source, user_id)
-                # Saved so that a resume sends only the parts still missing; with a single part
-                # there is nothing a resume could skip, so that round trip buys nothing.
-                if on_checkpoint and progress.part_count > 1:
+                if on_checkpoint:
                     on_checkpoint(progress)
             reused = len(progress.etags)
             try:

@@ -99,11 +99,13 @@ def count(connection: Any, metric: CounterMetric, *label_values: str, n: int = 1
 # One observation of a histogram: its bucket, sum and count move together. The record store's
 # transition script runs it for what a stage measured, in the same step as the move that ends the
 # stage (``RecordStore.transition(observe=...)``): a stage's last write, not a round trip of its own.
+# ``pcall``: an observation that cannot be recorded (a value that is not a number) is dropped, and
+# never fails the move it goes with.
 OBSERVE_LUA = """
 local function observe(key, bucket, value)
-  redis.call('HINCRBY', key, bucket, 1)
-  redis.call('HINCRBYFLOAT', key, 'sum', value)
-  redis.call('HINCRBY', key, 'count', 1)
+  redis.pcall('HINCRBY', key, bucket, 1)
+  redis.pcall('HINCRBYFLOAT', key, 'sum', value)
+  redis.pcall('HINCRBY', key, 'count', 1)
 end
 """
 

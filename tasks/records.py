@@ -100,9 +100,6 @@ local observed = 10 + cleared  -- the first observation's bucket field
 local first = observed + 2 * (#KEYS - 7)
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'at_' .. ARGV[1], ARGV[2], 'updated_at', ARGV[2], unpack(ARGV, first))
 if cleared > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 10, observed - 1)) end
-if state ~= ARGV[1] then
-  for i = 8, #KEYS do observe(KEYS[i], ARGV[observed + 2 * (i - 8)], ARGV[observed + 2 * (i - 8) + 1]) end
-end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[5]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
 if terminal(ARGV[1]) then
@@ -122,6 +119,7 @@ if state ~= ARGV[1] then
     redis.call('ZADD', KEYS[4] .. ARGV[1], ARGV[2], ARGV[5])
     redis.call('HINCRBY', KEYS[5], ARGV[1] .. '|' .. tenant, 1)
   end
+  for i = 8, #KEYS do observe(KEYS[i], ARGV[observed + 2 * (i - 8)], ARGV[observed + 2 * (i - 8) + 1]) end
 end
 if terminal(ARGV[1]) then return {state, redis.call('HGET', KEYS[1], 'followers')} end
 return {state, false}
@@ -175,6 +173,16 @@ class Ended:
 
     previous: RecordingState | None
     followers: tuple[str, ...] = ()
+
+
+@dataclass
+class StageLease:
+    """A stage run's hold on its recording's lease (``holder`` is the task id), as
+    ``StageTask.leased`` took it. The stage's last write may give it back in the same round trip
+    (``RecordStore.transition(lease=...)``); ``leased`` releases whatever is still held."""
+
+    holder: str
+    held: bool
 
 
 @dataclass
@@ -245,11 +253,16 @@ class RecordStore:
     def get_with(self, recording_id: str, ask: Callable[[Any], None]) -> tuple[Record | None, Any]:
         """``get``, and the one read ``ask`` queues on the same pipeline (one round trip): the record
         and that read's reply."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.key(recording_id))
-        ask(pipe)
-        raw, reply = pipe.execute()
+        raw, reply = self._along(lambda pipe: pipe.hgetall(self.key(recording_id)), ask)
         return self._decoded(recording_id, raw), reply
+
+    def _along(self, command: Callable[[Any], None], ask: Callable[[Any], None]) -> tuple[Any, Any]:
+        """The replies of ``command`` and of the read ``ask`` queues after it, sent on one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        command(pipe)
+        ask(pipe)
+        first, reply = pipe.execute()
+        return first, reply
 
     def _decoded(self, recording_id: str, raw: dict[bytes, bytes]) -> Record | None:
         if not raw:
@@ -295,10 +308,7 @@ class RecordStore:
     def increment_with(self, recording_id: str, name: str, ask: Callable[[Any], None]) -> tuple[int, Any]:
         """``increment``, and the one read ``ask`` queues on the same pipeline (one round trip): the
         counter's new value and that read's reply."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.key(recording_id), name, 1)
-        ask(pipe)
-        value, reply = pipe.execute()
+        value, reply = self._along(lambda pipe: pipe.hincrby(self.key(recording_id), name, 1), ask)
         return int(value), reply
 
     def increment_all(self, recording_id: str, *names: str, also_set: dict[str, Any] | None = None,
@@ -323,18 +333,20 @@ class RecordStore:
 
     def transition(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
                    due_at: float | None = None, reopen: bool = False, clear: tuple[str, ...] = (),
-                   release_lease: str | None = None, observe: Observations = ()) -> RecordingState | None:
+                   lease: StageLease | None = None, observe: Observations = ()) -> RecordingState | None:
         """Move to ``state``, set ``values`` and remove the ``clear`` fields; returns the previous state
         (None if no record).
 
         A terminal record is left alone unless ``reopen`` (a deliberate retry). ``due_at`` is
-        when the reconciler should look again; terminal states leave the due index. With
-        ``release_lease`` (a holder), the stage lease is released too if that holder has it; the
-        histogram observations ``observe`` are recorded if the move changes the state. One round
-        trip.
+        when the reconciler should look again; terminal states leave the due index. A ``lease``
+        still held is given back too (if its holder still has it in Redis); the histogram
+        observations ``observe`` are recorded if the move changes the state. One round trip.
         """
-        return self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear,
-                          release_lease=release_lease, observe=observe).previous
+        moved = self._move(recording_id, state, values, due_at=due_at, reopen=reopen, clear=clear,
+                           release_lease=lease.holder if lease is not None and lease.held else None, observe=observe)
+        if lease is not None:
+            lease.held = False
+        return moved.previous
 
     def end(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
             clear: tuple[str, ...] = (), observe: Observations = ()) -> Ended:

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
@@ -35,7 +34,7 @@ from .failures import Failure, FailureKind, StageName, classify
 from .followers import followers_of, tell_followers
 from .names import DEFAULT_PRIORITY, DEFAULT_TENANT
 from .notify import announce
-from .records import Record, RecordingState
+from .records import Record, RecordingState, StageLease
 from .runtime import Runtime, runtime
 from .settings import PipelineSettings
 
@@ -130,26 +129,6 @@ def record_failure(rt: Runtime, recording_id: str, failure: Failure, *, backend:
     return error
 
 
-@dataclass
-class StageLease:
-    """This run's hold on its recording's stage lease (``holder`` is the task id).
-
-    The body's last write may give the lease back in the same round trip: it names
-    ``to_release`` in ``RecordStore.transition`` and then calls ``released``. ``StageTask.leased``
-    releases whatever is still held when the body ends.
-    """
-
-    holder: str
-    held: bool
-
-    @property
-    def to_release(self) -> str | None:
-        return self.holder if self.held else None
-
-    def released(self) -> None:
-        self.held = False
-
-
 class StageTask(Task):
     """A stage of the chain; ``stage`` is set by each task (``@shared_task(base=StageTask, stage=...)``)."""
 
@@ -206,7 +185,7 @@ class StageTask(Task):
             if finished and lease.held:
                 # Taken only because one round trip reads and takes at once: give it back before the
                 # body runs, so a next stage trying for it now does not wait out its whole TTL.
-                lease.released()
+                lease.held = False
                 self.let_go(recording_id, holder)
             if not finished and not held:
                 wait_s = max(rt.store.lease_left_s(recording_id), LEASE_WAIT_MIN_S)

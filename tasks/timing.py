@@ -66,21 +66,35 @@ class TimingEstimate:
         return cls(base_s, rtf) if base_s > 0 and rtf > 0 else None
 
 
-# One verdict: the estimate's two logs start from the current estimate if the hash has none, move
-# by increments (two workers learning at once both count), and the tallies go up. A script: one
-# command for redis-py to send and one reply to read, where a MULTI of six made eight of each.
+# One verdict, applied to the estimate as it is in Redis when the script runs: each log moves by its
+# step, but not past the bound (the values the recording was scheduled with, moved by a
+# generation's steps) nor the model's limits; the hash starts from the caller's read (the prior)
+# if it has no values yet; the tallies go up. Done here rather than from the caller's read, so
+# neither two workers learning at once nor a read made before a slow request can carry the
+# estimate past its bound. One command for redis-py to send and one reply to read.
 # With a recording's record as KEYS[2], only that recording's first verdict counts (its
 # ``timing_learned`` goes up either way); returns 0 for one that does not.
+# ARGV: 1-2 the caller's read of log base and log rtf, 3-4 base's step and bound, 5-6 rtf's,
+# 7 'hits' or 'misses', 8-11 the limits of log base and log rtf (low, high).
 _LEARN = """
 if KEYS[2] and redis.call('HINCRBY', KEYS[2], 'timing_learned', 1) ~= 1 then return 0 end
-redis.call('HSETNX', KEYS[1], 'log_base', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'log_rtf', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[1], 'log_base', ARGV[3])
-redis.call('HINCRBYFLOAT', KEYS[1], 'log_rtf', ARGV[4])
+local function moved(field, read, step, bound, low, high)
+  local current = tonumber(redis.call('HGET', KEYS[1], field) or read)
+  local target = current + step
+  if step > 0 then
+    target = math.max(current, math.min(target, bound))
+  else
+    target = math.min(current, math.max(target, bound))
+  end
+  return string.format('%.17g', math.min(math.max(target, low), high))
+end
+local a = ARGV
+redis.call('HSET', KEYS[1],
+  'log_base', moved('log_base', a[1], tonumber(a[3]), tonumber(a[4]), tonumber(a[8]), tonumber(a[9])),
+  'log_rtf', moved('log_rtf', a[2], tonumber(a[5]), tonumber(a[6]), tonumber(a[10]), tonumber(a[11])))
 redis.call('HINCRBY', KEYS[1], 'samples', 1)
-return redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
+return redis.call('HINCRBY', KEYS[1], a[7], 1)
 """
-
 
 _FIELDS = ("log_base", "log_rtf", "samples", "hits", "misses")
 
@@ -108,9 +122,6 @@ class TimingModel:
                                                                                        RTF_BOUNDS),
                               int(samples or 0), int(hits or 0), int(misses or 0))
 
-    def expected_s(self, audio_duration_s: float | None) -> float:
-        return self.current().expected_s(audio_duration_s)
-
     def learn(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None) -> TimingEstimate:
         """One recording's verdict, on the estimate it was scheduled with (``used``, default the current
         one); returns the estimate it moved from."""
@@ -120,30 +131,28 @@ class TimingModel:
 
     def lesson(self, audio_duration_s: float | None, hit: bool, used: TimingEstimate | None = None, *,
                now: TimingEstimate, once_for: str | None = None) -> ScriptCall:
-        """What ``learn`` writes, as a call to send with other commands: ``now`` is the current
-        estimate as the caller read it (``ask``), the step is taken from it (the write is by
-        increments, so a read a moment old is what two workers learning at once see anyway). With
-        a record's key as ``once_for``, only that recording's first verdict counts."""
+        """What ``learn`` writes, as a call to send with other commands. ``now`` is the current
+        estimate as the caller read it (``ask``): it sizes the step (which shrinks as samples
+        grow); the script moves the stored values themselves, within the bound. With a record's
+        key as ``once_for``, only that recording's first verdict counts."""
         used = used or now
         audio_s = audio_duration_s or 0.0
         expected = used.expected_s(audio_s)
         step = max(STEP_START / math.sqrt(1 + now.samples / STEP_HALF_LIFE_SAMPLES), STEP_FLOOR)
         direction = -(1 - TARGET_HIT_RATE) if hit else TARGET_HIT_RATE
-        new_base = _clamp(_step(now.base_s, used.base_s, step * direction * used.base_s / expected), BASE_BOUNDS_S)
-        new_rtf = _clamp(_step(now.rtf, used.rtf, step * direction * used.rtf * audio_s / expected), RTF_BOUNDS)
-        return ScriptCall(self._learn, [self.key, *([once_for] if once_for else [])],
-                          [math.log(now.base_s), math.log(now.rtf), math.log(new_base) - math.log(now.base_s),
-                           math.log(new_rtf) - math.log(now.rtf), "hits" if hit else "misses"])
+        base_step = step * direction * used.base_s / expected
+        rtf_step = step * direction * used.rtf * audio_s / expected
+        # Not past ``used`` moved by a generation's steps: a batch scheduled on one estimate moves it
+        # at most that far.
+        return ScriptCall(self._learn, [self.key, *([once_for] if once_for else [])], [
+            math.log(now.base_s), math.log(now.rtf),
+            base_step, math.log(used.base_s) + GENERATION_STEPS * base_step,
+            rtf_step, math.log(used.rtf) + GENERATION_STEPS * rtf_step,
+            "hits" if hit else "misses", *map(math.log, BASE_BOUNDS_S), *map(math.log, RTF_BOUNDS)])
 
     def forget(self) -> None:
         """Back to the prior (after Plaud changed, or between benchmark runs)."""
         self.redis.delete(self.key)
-
-
-def _step(current: float, used: float, log_step: float) -> float:
-    """``current`` moved by ``log_step`` (in log space), but not beyond ``used`` moved by a generation's steps."""
-    moved, bound = current * math.exp(log_step), used * math.exp(GENERATION_STEPS * log_step)
-    return max(current, min(moved, bound)) if log_step > 0 else min(current, max(moved, bound))
 
 
 def _clamp(value: float, bounds: tuple[float, float]) -> float:

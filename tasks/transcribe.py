@@ -159,9 +159,10 @@ class EntryTask(Task):
 HANDED_OVER = "handed over to its chain"
 
 
-def hand_over(task: EntryTask, signature: Any, send: Callable[[str | None], None] | None = None) -> Any:
-    """Run ``signature`` in this task's place, its last task carrying this task's id (``send``, given
-    that id, sends the same without the canvas).
+def hand_over(task: EntryTask, signature: Callable[[], Any], send: Callable[[str | None], None] | None = None
+              ) -> Any:
+    """Run the canvas ``signature()`` builds in this task's place, its last task carrying this task's
+    id; ``send``, given that id, sends the same without building the canvas.
 
     What ``Task.replace`` does, without its cost: replace ends the task with ``Ignore``, for which
     Celery builds two exception reports of the whole call stack in the pool process and pickles
@@ -172,11 +173,11 @@ def hand_over(task: EntryTask, signature: Any, send: Callable[[str | None], None
     the entry, eager mode) goes through ``replace`` itself.
     """
     if not plain(task.request):
-        return task.replace(signature)
+        return task.replace(signature())
     if send is not None:
         send(task.request.id)
     else:
-        signature.apply_async(task_id=task.request.id)  # the last task takes this task's id
+        signature().apply_async(task_id=task.request.id)  # the last task takes this task's id
     return HANDED_OVER
 
 
@@ -226,14 +227,14 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
     if existing is not None:
         refuse_a_different_request(rt, recording_id, identity)
         # The same request, in flight or done: start nothing; resolve to that recording's outcome.
-        return hand_over(self, follow.si(recording_id))
+        return hand_over(self, lambda: follow.si(recording_id))
     rt.plan_recording(recording_id)
     if plain(self.request) and not has_upload_slot(rt, recording_id, created_at=time.time()):
         # Behind a deep backlog: the recording waits in the upload line from here, and the
         # dispatcher starts its chain when its slot comes (carrying this task's id, from the
         # record). An upload task sent now would only find the same and end.
         return wait_as_data(rt, recording_id, WAITING_FOR_UPLOAD)
-    return hand_over(self, pipeline(recording_id, poll_token, task_id=None),
+    return hand_over(self, lambda: pipeline(recording_id, poll_token, task_id=None),
                      send=lambda task_id: send_pipeline(recording_id, poll_token, task_id=task_id))
 
 

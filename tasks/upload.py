@@ -12,9 +12,9 @@ from . import metrics, names
 from .cancel import RecordingCancelled, cancelled_message
 from .failures import StageName
 from .names import WAITING_FOR_UPLOAD
-from .records import Record, RecordingState
+from .records import Record, RecordingState, StageLease
 from .runtime import Runtime
-from .stage import StageLease, StageTask
+from .stage import StageTask
 
 # When the duration cannot be read (a URL streamed straight through), estimate it from the size
 # at a typical speech bitrate: a guess within 2x beats assuming a 5-second job.
@@ -71,11 +71,9 @@ def run_upload(rt: Runtime, record: Record, *, lease: StageLease | None = None) 
         "transcoded": None if transcoded is None else {
             "via": transcoded.via, "original_bytes": transcoded.original_bytes, "bytes": transcoded.bytes,
             "bytes_saved": transcoded.bytes_saved},
-    }, due_at=time.time() + grace, clear=("upload_progress",), release_lease=lease.to_release if lease else None,
+    }, due_at=time.time() + grace, clear=("upload_progress",), lease=lease,
         # A whole upload in this run: its rate means something.
         observe=[(metrics.UPLOAD_THROUGHPUT, result.filesize / elapsed_s)] if saved is None and elapsed_s > 0 else ())
-    if lease is not None:
-        lease.released()
 
 
 @shared_task(name=names.UPLOAD, base=StageTask, bind=True, stage=StageName.UPLOAD)

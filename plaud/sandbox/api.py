@@ -145,20 +145,20 @@ class CompleteUploadHandler(UploadHandler):
             parts = [self.state.part_path(upload.upload_id, n) for n in range(1, upload.part_count + 1)]
             target = self.state.merged_path(upload)
             if upload.part_count == 1:
-                # One part is the whole file, its MD5 known from its PUT: a rename, not a copy
-                # through a thread (most recordings fit one part); none if the MD5 is refused below.
+                # One part is the whole file, its MD5 known from its PUT: renamed into place below,
+                # not copied through a thread (most recordings fit one part).
                 size, md5_hex = upload.parts[1].size, upload.parts[1].md5_hex
-                if file_md5 is None or file_md5.lower() == md5_hex:
-                    os.replace(parts[0], target)
             else:
                 size, md5_hex = await asyncio.get_running_loop().run_in_executor(
                     self.ctx.executor, media.merge_parts, parts, target)
         finally:
             upload.completing = False
         if file_md5 is not None and file_md5.lower() != md5_hex:
-            media.remove_quietly(target)
+            media.remove_quietly(target)  # a merged copy; a single part stays for another try
             raise ApiError(400, "FILE_MD5_NOT_MATCH", f"file_md5 {file_md5.lower()} does not match the MD5 of "
                                                       f"the uploaded bytes")
+        if upload.part_count == 1:
+            os.replace(parts[0], target)
         self.state.finish_upload(upload, StoredFile(upload.file_id, upload.filetype, target, size, md5_hex))
         download_url = self.ctx.signer.presign(self.origin(), f"/_storage/files/{upload.file_id}.{upload.filetype}",
                                                self.settings_.download_ttl_s)

@@ -260,11 +260,11 @@ def test_timing_model_starts_at_the_prior_and_is_shared_through_redis():
     server = fakeredis.FakeServer()
     a = TimingModel(fakeredis.FakeRedis(server=server), prior_base_s=5, prior_rtf=0.1)
     b = TimingModel(fakeredis.FakeRedis(server=server), prior_base_s=5, prior_rtf=0.1)
-    assert a.expected_s(600) == 65
+    assert a.current().expected_s(600) == 65
     a.learn(600, hit=False)
-    assert b.expected_s(600) > 65 and b.current().misses == 1
+    assert b.current().expected_s(600) > 65 and b.current().misses == 1
     b.forget()
-    assert a.expected_s(600) == 65
+    assert a.current().expected_s(600) == 65
 
 
 @pytest.mark.parametrize("true_base_s,true_rtf", [(3.0, 0.05), (8.0, 0.3)])
@@ -277,7 +277,7 @@ def test_timing_model_learns_where_eight_in_ten_are_done_when_first_polled(true_
         for _ in range(n):
             audio_s = rng.choice((30, 120, 600, 1800))
             actual_s = (true_base_s + true_rtf * audio_s) * rng.uniform(0.9, 1.1)
-            hit = actual_s <= model.expected_s(audio_s)
+            hit = actual_s <= model.current().expected_s(audio_s)
             hits += hit
             if learn:
                 model.learn(audio_s, hit)
@@ -316,6 +316,17 @@ def test_a_batch_scheduled_on_one_low_estimate_moves_it_a_generation_not_a_hundr
     for _ in range(100):  # the batch's hits, on the old estimate: never below a generation under it
         model.learn(1800, hit=True, used=used)
     assert model.current().rtf >= used.rtf * math.exp(-GENERATION_STEPS * STEP_START) * 0.999
+
+
+def test_polls_that_read_the_estimate_before_their_request_cannot_carry_it_past_a_generation():
+    """Polls in flight read the estimate before their (maybe slow) request, and all learn after it."""
+    model = TimingModel(fakeredis.FakeRedis(), prior_base_s=5, prior_rtf=0.05)
+    used = read_before_the_requests = model.current()
+    for _ in range(100):  # a hundred long recordings of one batch, all late, all from the one read
+        model.lesson(1800, False, used, now=read_before_the_requests).run(model.redis)
+    most = used.rtf * math.exp(GENERATION_STEPS * STEP_START * TARGET_HIT_RATE) * 1.001
+    assert used.rtf * 2 < model.current().rtf <= most
+    assert model.current().samples == 100 and model.current().misses == 100
 
 
 def test_tenant_and_priority_are_validated_with_a_clear_error_and_default_sensibly():

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tasks.names import DUE_INDEX, lease_key
-from tasks.records import RecordingState
+from tasks.records import RecordingState, StageLease
 from tests.helpers import fake_record_store
 
 
@@ -82,17 +82,51 @@ def test_a_checkpoint_saves_progress_moves_the_due_time_and_renews_the_lease(sto
 def test_a_stage_s_last_write_gives_back_its_own_lease_in_the_same_step(store):
     store.create("r1", {}, due_at=10)
     assert store.take_lease("r1", "task-a", 60)
-    store.transition("r1", RecordingState.UPLOADED, due_at=20, release_lease="task-b")  # not task-b's to give
-    assert store.redis.get(lease_key("r1")) == b"task-a"
-    store.transition("r1", RecordingState.SUBMITTED, {"transcription_id": "t1"}, due_at=30, release_lease="task-a")
-    assert store.redis.get(lease_key("r1")) is None
+    other = StageLease("task-b", held=True)  # a run whose lease lapsed and went to task-a
+    store.transition("r1", RecordingState.UPLOADED, due_at=20, lease=other)
+    assert store.redis.get(lease_key("r1")) == b"task-a" and not other.held
+    lease = StageLease("task-a", held=True)
+    store.transition("r1", RecordingState.SUBMITTED, {"transcription_id": "t1"}, due_at=30, lease=lease)
+    assert store.redis.get(lease_key("r1")) is None and not lease.held
     record = store.get("r1")
     assert record.state is RecordingState.SUBMITTED and record.get("transcription_id") == "t1"
     # Cancelled meanwhile: the move is refused, and the lease goes all the same (the stage ends).
     assert store.take_lease("r1", "task-c", 60)
     store.transition("r1", RecordingState.CANCELLED)
-    assert store.transition("r1", RecordingState.UPLOADED, release_lease="task-c") is RecordingState.CANCELLED
+    assert store.transition("r1", RecordingState.UPLOADED, lease=StageLease("task-c", True)) is RecordingState.CANCELLED
     assert store.redis.get(lease_key("r1")) is None
+    # The record expired meanwhile: the lease goes too.
+    assert store.take_lease("gone", "task-d", 60)
+    assert store.transition("gone", RecordingState.UPLOADED, lease=StageLease("task-d", True)) is None
+    assert store.redis.get(lease_key("gone")) is None
+
+
+def test_a_stage_s_last_write_observes_its_histograms_once_and_never_fails_for_them(store):
+    from tasks import metrics
+
+    def count(metric):
+        return metrics.read_histogram(store.redis, metric).count
+
+    store.create("r1", {}, due_at=10)
+    store.update("r1", {"upload_progress": {"parts": [1]}})
+    store.transition("r1", RecordingState.UPLOADING, due_at=20)
+    observed = [(metrics.UPLOAD_THROUGHPUT, 2e6)]
+    # The same state again (a resumed stage) observes nothing.
+    store.transition("r1", RecordingState.UPLOADING, due_at=20, observe=observed)
+    assert count(metrics.UPLOAD_THROUGHPUT) == 0
+    # Fields cleared and set, and the observation, in the one move.
+    assert store.transition("r1", RecordingState.UPLOADED, {"file_id": "f"}, due_at=30, clear=("upload_progress",),
+                            observe=observed) is RecordingState.UPLOADING
+    record = store.get("r1")
+    assert record.get("file_id") == "f" and record.get("upload_progress") is None
+    assert count(metrics.UPLOAD_THROUGHPUT) == 1 and metrics.read_histogram(store.redis, metrics.UPLOAD_THROUGHPUT
+                                                                            ).sum == 2e6
+    # A histogram that cannot take the observation (here not a hash) does not stop the move.
+    store.redis.set(metrics.RECORDING_SECONDS.key, "not a hash")
+    ended = store.end("r1", RecordingState.SUCCEEDED, {"result": {"text": "x"}},
+                      observe=[(metrics.RECORDING_SECONDS, 12.0), (metrics.POLLS_PER_RECORDING, 1)])
+    assert ended.previous is RecordingState.UPLOADED and store.get("r1").state is RecordingState.SUCCEEDED
+    assert store.redis.zscore(DUE_INDEX, "r1") is None and count(metrics.POLLS_PER_RECORDING) == 1
 
 
 def test_a_checkpoint_writes_nothing_to_a_cancelled_recording(store):
@@ -199,13 +233,13 @@ def test_the_entry_hands_its_id_to_the_chain_and_returns():
 
     task, replaced = entry()
     chain = Signature()
-    assert hand_over(task, chain) == HANDED_OVER
+    assert hand_over(task, lambda: chain) == HANDED_OVER
     assert chain.sent_with == {"task_id": "entry-id"} and not replaced
     # Given a way to send the chain without its canvas, the entry uses that, with its id.
     task, replaced = entry()
-    chain, sent = Signature(), []
-    assert hand_over(task, chain, send=sent.append) == HANDED_OVER
-    assert sent == ["entry-id"] and chain.sent_with is None and not replaced
+    built, sent = [], []
+    assert hand_over(task, lambda: built.append("canvas") or Signature(), send=sent.append) == HANDED_OVER
+    assert sent == ["entry-id"] and built == [] and not replaced  # no canvas built for nothing
 
 
 def test_the_pipeline_is_sent_as_one_message_carrying_the_rest_of_its_chain(monkeypatch):
@@ -241,7 +275,7 @@ def test_an_entry_celery_must_rewire_is_replaced_as_before(request_fields):
 
     task, replaced = entry(**request_fields)
     chain = Signature()
-    assert hand_over(task, chain) == "replaced"
+    assert hand_over(task, lambda: chain) == "replaced"
     assert replaced == [chain] and chain.sent_with is None
 
 
@@ -327,22 +361,6 @@ class ThreadRecordingTransport:
 
         self.threads.append(threading.current_thread().name)
         return SimpleNamespace(headers={"ETag": f'"etag-{url[-1]}"'})
-
-
-@pytest.mark.parametrize("size, checkpoints", [(100, [[1]]), (250, [[], [1], [1, 2], [1, 2, 3]])])
-def test_a_one_part_upload_checkpoints_once_its_part_is_sent(size, checkpoints):
-    """After presigning, a checkpoint lets a resume skip the parts sent; with one part there are none."""
-    import io
-
-    from plaud.sources import Source
-    from plaud.upload import Uploader
-
-    data = bytes(range(256))[:size]
-    saved: list[list[int]] = []
-    Uploader(PartsApi(chunk=100), ThreadRecordingTransport(), parallel_parts=1).upload(  # type: ignore[arg-type]
-        Source("test", size, "mp3", lambda: io.BytesIO(data)), user_id="u",
-        on_checkpoint=lambda progress: saved.append(sorted(progress.etags)))
-    assert saved == checkpoints
 
 
 @pytest.mark.parametrize("size, sent_from", [(100, {"MainThread"}), (250, {"plaud-part"})])
