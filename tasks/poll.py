@@ -100,7 +100,7 @@ def poll(self: PollTask, recording_id: str, poll_token: str | None = None) -> No
     # recording's first verdict only): one round trip.
     lesson = None if verdict is None else rt.timing.lesson(audio_s, verdict, TimingEstimate.from_fields(record),
                                                            now=fleet, once_for=rt.store.key(recording_id))
-    polls, = rt.store.increment_all(recording_id, "polls", also_set=done, also_run=lesson)
+    [polls] = rt.store.increment_all(recording_id, "polls", also_set=done, also_run=lesson)
     if done is not None:
         return  # on to deliver
     if state.status.is_failure:

@@ -80,7 +80,7 @@ def send_pipeline(recording_id: str, poll_token: str, *, task_id: str | None,
 
     The message ``chain(...).apply_async`` would send, without the canvas's preparation: it copies
     and freezes every signature to give each task an id before it is sent (about 0.3 ms of CPU
-    per recording, ``bench.pipeline_throughput``), and nothing here needs those ids early; each
+    per recording on the development machine), and nothing here needs those ids early; each
     task gets its id when the one before it sends it.
     """
     first, *rest = links(recording_id, poll_token, task_id=task_id, start=start)
@@ -159,9 +159,8 @@ class EntryTask(Task):
 HANDED_OVER = "handed over to its chain"
 
 
-def hand_over(task: EntryTask, signature: Callable[[], Any], send: Callable[[str | None], None] | None = None
-              ) -> Any:
-    """Run the canvas ``signature()`` builds in this task's place, its last task carrying this task's
+def hand_over(task: EntryTask, canvas: Callable[[], Any], send: Callable[[str | None], None] | None = None) -> Any:
+    """Run the signature ``canvas()`` builds in this task's place, its last task carrying this task's
     id; ``send``, given that id, sends the same without building the canvas.
 
     What ``Task.replace`` does, without its cost: replace ends the task with ``Ignore``, for which
@@ -173,11 +172,11 @@ def hand_over(task: EntryTask, signature: Callable[[], Any], send: Callable[[str
     the entry, eager mode) goes through ``replace`` itself.
     """
     if not plain(task.request):
-        return task.replace(signature())
+        return task.replace(canvas())
     if send is not None:
         send(task.request.id)
     else:
-        signature().apply_async(task_id=task.request.id)  # the last task takes this task's id
+        canvas().apply_async(task_id=task.request.id)  # the last task takes this task's id
     return HANDED_OVER
 
 
