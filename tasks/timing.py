@@ -42,6 +42,8 @@ STEP_FLOOR = 0.05
 STEP_HALF_LIFE_SAMPLES = 25  # the step is STEP_START / sqrt(1 + samples / this), at least STEP_FLOOR
 BASE_BOUNDS_S = (0.5, 3600.0)
 RTF_BOUNDS = (0.001, 10.0)
+# The learn script's limits, in log space as it keeps the estimate: log base's, then log rtf's.
+_LOG_LIMITS = (*map(math.log, BASE_BOUNDS_S), *map(math.log, RTF_BOUNDS))
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class TimingModel:
             math.log(now.base_s), math.log(now.rtf),
             base_step, math.log(used.base_s) + GENERATION_STEPS * base_step,
             rtf_step, math.log(used.rtf) + GENERATION_STEPS * rtf_step,
-            "hits" if hit else "misses", *map(math.log, BASE_BOUNDS_S), *map(math.log, RTF_BOUNDS)])
+            "hits" if hit else "misses", *_LOG_LIMITS])
 
     def forget(self) -> None:
         """Back to the prior (after Plaud changed, or between benchmark runs)."""
