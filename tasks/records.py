@@ -35,7 +35,7 @@ from .names import (
     lease_key,
     record_key,
 )
-from .redis_connection import ScriptCall
+from .redis_connection import ScriptCall, run_in_order
 
 SEALED_FIELDS = ("source", "webhook_url", "upload_progress", "download_url")
 JSON_FIELDS = ("params", "metadata", "failure", "transcript", "result", "transcoded", "cancelled")
@@ -236,16 +236,25 @@ class RecordStore:
             flat += [name, str(value)]
         return flat
 
-    def create(self, recording_id: str, values: dict[str, Any], *, due_at: float) -> RecordingState | None:
-        """Create a QUEUED record; None when created, else the state of the one already there."""
+    def create(self, recording_id: str, values: dict[str, Any], *, due_at: float,
+               also_run: ScriptCall | None = None) -> RecordingState | None:
+        """Create a QUEUED record; None when created, else the state of the one already there. The
+        script call ``also_run`` runs right after, in the same round trip."""
         now = time.time()
         fields = {"state": RecordingState.QUEUED.value, "created_at": now, "updated_at": now,
                   f"at_{RecordingState.QUEUED.value}": now, **values}
-        outcome = self._create(keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT],
-                               args=[due_at, recording_id, DEFAULT_TENANT, *self._encode(recording_id, fields)])
+        outcome = self._run(ScriptCall(
+            self._create, [self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT],
+            [due_at, recording_id, DEFAULT_TENANT, *self._encode(recording_id, fields)]), also_run)
         if outcome == 1:
             return None
         return RecordingState(text(outcome))
+
+    def _run(self, call: ScriptCall, also_run: ScriptCall | None) -> Any:
+        """``call``'s reply; ``also_run`` (if any) runs after it in the same round trip."""
+        if also_run is None:
+            return call.run(self.redis)
+        return run_in_order(self.redis, [call, also_run])[0]
 
     def get(self, recording_id: str) -> Record | None:
         return self._decoded(recording_id, self.redis.hgetall(self.key(recording_id)))
@@ -349,22 +358,25 @@ class RecordStore:
         return moved.previous
 
     def end(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None = None, *,
-            clear: tuple[str, ...] = (), observe: Observations = ()) -> Ended:
-        """``transition`` to a terminal ``state``; also returns the followers to tell, when this ended it."""
+            clear: tuple[str, ...] = (), observe: Observations = (), also_run: ScriptCall | None = None) -> Ended:
+        """``transition`` to a terminal ``state``; also returns the followers to tell, when this ended it.
+        The script call ``also_run`` runs right after the move, in the same round trip."""
         assert state.is_terminal, state
-        return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear, observe=observe)
+        return self._move(recording_id, state, values, due_at=None, reopen=False, clear=clear, observe=observe,
+                          also_run=also_run)
 
     def _move(self, recording_id: str, state: RecordingState, values: dict[str, Any] | None, *,
               due_at: float | None, reopen: bool, clear: tuple[str, ...], release_lease: str | None = None,
-              observe: Observations = ()) -> Ended:
+              observe: Observations = (), also_run: ScriptCall | None = None) -> Ended:
         now = time.time()
         histograms, observations = observation_arguments(observe)
-        outcome = self._transition(
-            keys=[self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT,
-                  lease_key(recording_id), *histograms],
-            args=[state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
-                  DEFAULT_TENANT, self.ttl_s, release_lease or "", len(clear), *clear, *observations,
-                  *self._encode(recording_id, values or {})])
+        outcome = self._run(ScriptCall(
+            self._transition,
+            [self.key(recording_id), DUE_INDEX, RECENT_INDEX, IN_STATE_PREFIX, LIVE_BY_TENANT, ENDED_BY_TENANT,
+             lease_key(recording_id), *histograms],
+            [state.value, now, "" if due_at is None else due_at, "1" if reopen else "0", recording_id,
+             DEFAULT_TENANT, self.ttl_s, release_lease or "", len(clear), *clear, *observations,
+             *self._encode(recording_id, values or {})]), also_run)
         if outcome is None:
             return Ended(None)
         previous, followers = outcome

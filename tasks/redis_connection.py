@@ -135,3 +135,20 @@ class ScriptCall:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+
+def run_in_order(connection: Any, calls: list[ScriptCall]) -> list[Any]:
+    """Several script calls in one round trip, each seeing what the ones before it wrote; their replies.
+
+    A call the server could not run (it had lost the script) runs again alone, and so does every
+    call after it, which must then be safe to run twice: each must see the earlier ones' writes.
+    """
+    pipe = connection.pipeline(transaction=False)
+    for call in calls:
+        call.queue(pipe)
+    replies = pipe.execute(raise_on_error=False)
+    again = False
+    for i, (call, reply) in enumerate(zip(calls, replies, strict=True)):
+        again = again or isinstance(reply, redis.exceptions.NoScriptError)
+        replies[i] = call.run(connection) if again else call.settle(reply, connection)
+    return replies

@@ -23,6 +23,7 @@ from .redis_connection import connect
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .sleeping_polls import SleepingPolls
+from .task_results import TaskResults
 from .timing import TimingModel
 from .upload_slots import UploadSlots
 
@@ -38,6 +39,7 @@ class Runtime:
     timing: TimingModel
     upload_slots: UploadSlots | None  # None: no fleet budget, so submits never fall behind uploads
     sleeping_polls: SleepingPolls
+    task_results: TaskResults
 
     @classmethod
     def build(cls, settings: PipelineSettings, config: PlaudConfig) -> Runtime:
@@ -57,7 +59,8 @@ class Runtime:
                                 max_interval_s=settings.poll_max_interval_s,
                                 fixed_interval_s=settings.poll_fixed_interval_s),
                    TimingModel(connection, prior_base_s=settings.expected_base_s, prior_rtf=settings.expected_rtf),
-                   upload_slots, SleepingPolls(connection))
+                   upload_slots, SleepingPolls(connection),
+                   TaskResults(connection, in_records_redis=settings.backend == settings.redis_url))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -36,6 +36,7 @@ from .followers import MAX_FOLLOWERS
 from .names import DEFAULT_PRIORITY, DEFAULT_TENANT, PRIORITIES, WAITING_FOR_UPLOAD
 from .poll import poll
 from .records import RecordingState
+from .redis_connection import ScriptCall
 from .runtime import runtime
 from .stage import wait_as_data
 from .submit import submit
@@ -151,7 +152,7 @@ class EntryTask(Task):
     Request = "tasks.requests:EntryRequest"
     # The entry never has a result of its own: its id resolves when the chain's last task, which
     # carries it, stores the transcript (or when the entry itself fails: errors are stored).
-    # STARTED is stored by the task itself (hand_over), as task_track_started would.
+    # STARTED is stored by the task itself, with its record's creation, as task_track_started would.
     ignore_result = True
     store_errors_even_if_ignored = True
 
@@ -187,17 +188,35 @@ def plain(request: Any) -> bool:
                 or request.group)
 
 
+def tracks_started(task: EntryTask) -> bool:
+    """Whether Celery would store STARTED for this run, were its result not ignored."""
+    request = task.request
+    return bool(task.track_started and not request.is_eager and request.id)
+
+
+def started_state(task: EntryTask) -> dict[str, Any]:
+    """What Celery stores with a tracked task's STARTED state."""
+    return {"pid": os.getpid(), "hostname": task.request.hostname}
+
+
 def mark_started(task: EntryTask) -> None:
     """The STARTED state Celery stores for a tracked task, which it skips for one that ignores its result."""
-    request = task.request
-    if task.track_started and not request.is_eager and request.id:
-        task.backend.store_result(request.id, {"pid": os.getpid(), "hostname": request.hostname}, states.STARTED,
-                                  request=request)
+    task_id = task.request.id
+    if tracks_started(task) and task_id:
+        task.backend.store_result(task_id, started_state(task), states.STARTED, request=task.request)
+
+
+def started_along(task: EntryTask, rt: Any, recording_id: str) -> ScriptCall | None:
+    """The STARTED state as a write to send with the record's creation (``TaskResults``); None when
+    there is none to store, or Celery's backend must store it (``mark_started``)."""
+    if not tracks_started(task):
+        return None
+    return rt.task_results.along(task.backend, task.request.id, started_state(task), states.STARTED,
+                                 recording_id=recording_id, request=task.request)
 
 
 @shared_task(name=names.TRANSCRIBE, bind=True, base=EntryTask)
 def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
-    mark_started(self)
     rt = runtime()
     try:
         if args:
@@ -217,12 +236,16 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
     poll_token = uuid.uuid4().hex[:12]
     identity = {"source": request["source"], "params": request["params"] or {},
                 "user_id": request["user_id"] or rt.config.user_id, "tenant": request["tenant"]}
+    # STARTED in the round trip that creates the record, when Celery keeps its results there.
+    started = started_along(self, rt, recording_id)
+    if started is None:
+        mark_started(self)
     existing = rt.store.create(recording_id, {
         **identity, "source_shown": shown_source(request["source"]), "priority": request["priority"],
         "webhook_url": request["webhook_url"], "metadata": request["metadata"], "task_id": self.request.id,
         "callback_task": request["callback_task"], "callback_queue": request["callback_queue"],
         "poll_token": poll_token,
-    }, due_at=time.time() + rt.settings.reconcile_grace_s)
+    }, due_at=time.time() + rt.settings.reconcile_grace_s, also_run=started)
     if existing is not None:
         refuse_a_different_request(rt, recording_id, identity)
         # The same request, in flight or done: start nothing; resolve to that recording's outcome.

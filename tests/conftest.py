@@ -106,13 +106,17 @@ PIPELINE_ENV = {
 class PipelineStack:
     """A worker (with beat, for the reconciler) against the test sandbox, on a Redis of its own."""
 
-    def __init__(self, sandbox_thread, tmp_dir):
+    def __init__(self, sandbox_thread, tmp_dir, *, results_db=None):
         self.redis_server = RedisServer().start()
         self.env = {**worker_environment(sandbox_thread.running), "REDIS_URL": self.redis_server.url,
                     **PIPELINE_ENV}
+        self.results_url = self.redis_server.url
+        if results_db is not None:  # Celery's results in another database than the records
+            self.results_url = self.env["CELERY_RESULT_BACKEND"] = self.redis_server.url.rsplit("/", 1)[0] + \
+                f"/{results_db}"
         self.tmp_dir = tmp_dir
         self.workers = []
-        self.client = Celery(broker=self.redis_server.url, backend=self.redis_server.url)
+        self.client = Celery(broker=self.redis_server.url, backend=self.results_url)
         self.redis = redis.Redis.from_url(self.redis_server.url)
 
     def start_worker(self, **kwargs):
@@ -231,6 +235,7 @@ SLOW_TESTS = {
         "test_worker_killed_during_upload_and_during_polling",
         "test_a_mixed_batch_of_20_from_a_bare_client",
         "test_a_malformed_duplicate_does_not_fail_the_recording_in_flight",
+        "test_results_kept_in_another_database_are_stored_there_by_celery",  # a worker of its own
     },
     "tests/integration/test_results_cli.py": {"test_retry_redrives_a_failed_recording"},
     "tests/integration/test_client_resilience.py": {"test_50_uploads_through_5xx_429_and_dropped_connections",

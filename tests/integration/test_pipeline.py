@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from plaud.sandbox.testaudio import make_recording
 from tasks import names
@@ -157,6 +158,42 @@ def test_a_malformed_duplicate_does_not_fail_the_recording_in_flight(pipeline, c
     assert "params must be a JSON object" in str(outcome(bad))
     assert outcome(good)["text"] == text
     assert pipeline.record(recording_id)["state"] == "SUCCEEDED"
+
+
+def started_then_succeeded(stack, configure, good_file):
+    """Sends one recording through ``stack``: its entry's id is STARTED while the recording is in
+    flight, then SUCCESS with the transcript; returns the entry's id."""
+    configure(processing_base_s=2.0)  # in flight long enough to look
+    path, text = good_file
+    recording_id = f"states-{time.time_ns()}"
+    handle = stack.send(source=path, recording_id=recording_id)
+    wait_for_state(stack, recording_id, {"SUBMITTED", "PROCESSING"})
+    assert handle.state == "STARTED"
+    assert outcome(handle)["text"] == text and handle.state == "SUCCESS"
+    return handle.id
+
+
+def test_the_entry_is_started_while_its_recording_is_in_flight(pipeline, configure, good_files):
+    """The entry stores STARTED, and deliver SUCCESS, in the round trips of the record's own writes
+    (tasks.task_results): the results are in the records' Redis."""
+    task_id = started_then_succeeded(pipeline, configure, good_files[6])
+    assert pipeline.redis.exists(f"celery-task-meta-{task_id}")
+
+
+def test_results_kept_in_another_database_are_stored_there_by_celery(sandbox_thread, sandbox, configure, good_files,
+                                                                    tmp_path):
+    from tests.conftest import PipelineStack
+
+    stack = PipelineStack(sandbox_thread, tmp_path, results_db=1)
+    try:
+        stack.start_worker(extra_args=(), concurrency=2)
+        task_id = started_then_succeeded(stack, configure, good_files[7])
+        assert not stack.redis.exists(f"celery-task-meta-{task_id}")  # none among the records
+        results = redis.Redis.from_url(stack.results_url)
+        assert results.exists(f"celery-task-meta-{task_id}")
+        results.close()
+    finally:
+        stack.stop()
 
 
 def test_task_events_show_no_source_signature(pipeline, good_files, file_server):

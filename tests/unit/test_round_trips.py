@@ -376,3 +376,107 @@ def test_one_part_goes_from_the_caller_s_thread_and_several_from_a_pool(size, se
     result = Uploader(PartsApi(chunk=100), transport, parallel_parts=4).upload(source, user_id="u")  # type: ignore[arg-type]
     assert result.download_url == "http://storage/f1" and len(transport.threads) == -(-size // 100)
     assert {name.split("_")[0] for name in transport.threads} == sent_from
+
+
+# -- the entry's STARTED and deliver's SUCCESS, in the record's round trips --------------------
+
+
+@pytest.fixture
+def results(store):
+    from celery import Celery
+
+    from tasks.task_results import TaskResults
+
+    app = Celery(backend="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.result_expires = 600
+    backend = app.backend
+    backend.client = store.redis  # Celery reads back what the scripts wrote, as a caller would
+    return SimpleNamespace(backend=backend, writes=TaskResults(store.redis, in_records_redis=True))
+
+
+def test_the_entry_stores_started_in_the_round_trip_that_creates_its_record(store, results, monkeypatch):
+    from celery import states
+
+    backend = results.backend
+    started = results.writes.along(backend, "entry-id", {"pid": 7, "hostname": "w1"}, states.STARTED,
+                                   recording_id="r1")
+    waiting = store.redis.pubsub()  # a caller blocked on AsyncResult.get() listens on the result's key
+    waiting.subscribe(backend.get_key_for_task("entry-id"))
+    assert waiting.get_message(timeout=1)["type"] == "subscribe"
+    pipelines = count_pipelines(store, monkeypatch)
+
+    assert store.create("r1", {"source": "/a.mp3"}, due_at=10, also_run=started) is None
+    assert pipelines == [2] and store.get("r1").state is RecordingState.QUEUED
+    meta = backend.get_task_meta("entry-id")
+    assert (meta["status"], meta["result"], meta["task_id"]) == ("STARTED", {"pid": 7, "hostname": "w1"}, "entry-id")
+    assert 590 < store.redis.ttl(backend.get_key_for_task("entry-id")) <= 600
+    assert backend.decode(waiting.get_message(timeout=1)["data"])["status"] == "STARTED"
+
+
+def test_deliver_stores_success_with_the_move_that_ends_the_record_and_never_over_another_outcome(store, results):
+    from celery import states
+
+    backend = results.backend
+
+    def success(recording_id: str, text: str) -> Any:
+        return results.writes.along(backend, f"entry-{recording_id}", {"text": text}, states.SUCCESS,
+                                    recording_id=recording_id, only_if=RecordingState.SUCCEEDED)
+
+    store.create("live", {}, due_at=10)
+    store.end("live", RecordingState.SUCCEEDED, {"result": {"text": "hello"}}, also_run=success("live", "hello"))
+    assert backend.get_task_meta("entry-live")["status"] == "SUCCESS"
+    assert backend.get_task_meta("entry-live")["result"] == {"text": "hello"}
+
+    # Cancelled meanwhile: the caller's outcome stays the cancellation the record shows.
+    store.create("cancelled", {}, due_at=10)
+    store.end("cancelled", RecordingState.CANCELLED)
+    results.writes.along(backend, "entry-cancelled", ValueError("cancelled"), states.FAILURE,
+                         recording_id="cancelled").run(store.redis)
+    ended = store.end("cancelled", RecordingState.SUCCEEDED, {"result": {"text": "late"}},
+                      also_run=success("cancelled", "late"))
+    assert ended.previous is RecordingState.CANCELLED
+    assert backend.get_task_meta("entry-cancelled")["status"] == "FAILURE"
+
+    # A stored SUCCESS stays, whatever comes after it (a redelivered entry's STARTED, a second deliver).
+    success("live", "again").run(store.redis)
+    results.writes.along(backend, "entry-live", {"pid": 1}, states.STARTED, recording_id="live").run(store.redis)
+    assert backend.get_task_meta("entry-live")["result"] == {"text": "hello"}
+
+
+def test_a_result_sent_after_a_move_the_server_could_not_run_runs_again_after_it(store, results):
+    """The move runs alone after the server lost its script; the result's write, which had run
+    before it and found the record not yet SUCCEEDED, runs again after it."""
+    from celery import states
+
+    from tasks.task_results import _STORE_UNLESS_SUCCESS
+
+    store.create("r1", {}, due_at=10)
+    store.redis.script_flush()
+    store.redis.script_load(_STORE_UNLESS_SUCCESS)  # the result's script is there, the move's is not
+    success = results.writes.along(results.backend, "entry-id", {"text": "hi"}, states.SUCCESS, recording_id="r1",
+                                   only_if=RecordingState.SUCCEEDED)
+    assert store.end("r1", RecordingState.SUCCEEDED, also_run=success).previous is RecordingState.QUEUED
+    assert results.backend.get_task_meta("entry-id")["status"] == "SUCCESS"
+
+
+def test_results_kept_elsewhere_are_left_to_celery_s_backend(store, results):
+    from celery import Celery, states
+
+    from tasks.runtime import Runtime
+    from tasks.settings import PipelineSettings
+    from tasks.task_results import TaskResults
+
+    elsewhere = TaskResults(store.redis, in_records_redis=False)
+    assert elsewhere.along(results.backend, "entry-id", {}, states.STARTED, recording_id="r1") is None
+    not_redis = Celery(backend="cache+memory://", set_as_current=False).backend
+    assert results.writes.along(not_redis, "entry-id", {}, states.STARTED, recording_id="r1") is None
+
+    def built(**settings: str) -> bool:
+        from plaud.config import PlaudConfig
+
+        config = PlaudConfig.sandbox("http://127.0.0.1:1", user_id="u")
+        return Runtime.build(PipelineSettings(**settings), config).task_results.in_records_redis
+
+    assert built(redis_url="redis://h:6379/0")
+    assert built(redis_url="redis://h:6379/0", result_backend="redis://h:6379/0")
+    assert not built(redis_url="redis://h:6379/0", result_backend="redis://h:6379/1")
