@@ -27,6 +27,7 @@ from celery import Celery, chain
 from celery.states import READY_STATES
 
 from bench.proc import cpu_s, pool_cpu_s
+from bench.sandbox_storage import KINDS, sandbox_storage
 from tasks import names
 
 
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--recordings", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pool", default="prefork")
+    parser.add_argument("--sandbox-storage", choices=KINDS, default="memory",
+                        help="where the sandbox keeps uploads (bench/sandbox_storage.py)")
     args = parser.parse_args()
 
     from plaud.sandbox import SandboxProcess, admin
@@ -81,7 +84,9 @@ def main() -> None:
     sample = make_recording(os.path.join(workdir, "short.mp3"), 5.0, text="throughput").path
     server = RedisServer().start()
     try:
-        with SandboxProcess("--processing-base-s", "0", "--processing-rtf", "0", "--token-rate-limit", "") as sb:
+        with sandbox_storage(args.sandbox_storage) as storage, \
+                SandboxProcess("--processing-base-s", "0", "--processing-rtf", "0", "--token-rate-limit", "",
+                               *storage) as sb:
             env = {"PLAUD_BASE_URL": sb.base_url, "REDIS_URL": server.url, "PLAUD_EXPECTED_BASE_S": "0.2",
                    "PLAUD_EXPECTED_RTF": "0", "PLAUD_POLL_MIN_INTERVAL_S": "0.2"}
             worker = WorkerProcess(env, concurrency=args.concurrency, pool=args.pool, name="bench",
@@ -123,7 +128,8 @@ def main() -> None:
     finally:
         server.cleanup()
     n = args.recordings
-    print(f"{n} recordings, one worker ({args.pool}, concurrency {args.concurrency}), 2-core host")
+    print(f"{n} recordings, one worker ({args.pool}, concurrency {args.concurrency}), 2-core host, "
+          f"the sandbox's uploads on {args.sandbox_storage}")
     print(f"  pipeline: {n / pipeline_s:6.1f} recordings/s ({pipeline_s:.1f} s), failed {failed}, "
           f"polls/recording {statistics.mean(polls):.2f}")
     print(f"  no-op chain of 5 tasks: {n / noop_s:6.1f} chains/s ({noop_s:.1f} s)")

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 
 from bench.proc import cpu_s
+from bench.sandbox_storage import KINDS, sandbox_storage
 
 STEPS = ("upload: presign, PUT, complete", "submit", "poll")
 
@@ -25,6 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=300, help="recordings per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sandbox-storage", choices=KINDS, default="memory",
+                        help="where the sandbox keeps uploads (bench/sandbox_storage.py)")
     args = parser.parse_args()
 
     from plaud.client import PlaudClient
@@ -34,7 +37,9 @@ def main() -> None:
 
     sample = make_recording(os.path.join(tempfile.mkdtemp(prefix="bench-sandbox-cpu-"), "short.mp3"), 5.0,
                             text="sandbox cpu").path
-    with SandboxProcess("--processing-base-s", "0", "--processing-rtf", "0", "--token-rate-limit", "") as sb:
+    with sandbox_storage(args.sandbox_storage) as storage, \
+            SandboxProcess("--processing-base-s", "0", "--processing-rtf", "0", "--token-rate-limit", "",
+                           *storage) as sb:
         assert sb.proc is not None
         pid = sb.proc.pid
         client = PlaudClient(PlaudConfig.sandbox(sb.base_url, user_id="sandbox-user"))
@@ -57,7 +62,8 @@ def main() -> None:
             for _ in range(args.recordings):
                 totals = [total + step for total, step in zip(totals, one(), strict=True)]
             rounds.append([total / args.recordings * 1e6 for total in totals])
-    print(f"sandbox CPU per request, {args.recordings} recordings x {args.rounds} rounds (median, range):")
+    print(f"sandbox CPU per request, uploads on {args.sandbox_storage}, {args.recordings} recordings x "
+          f"{args.rounds} rounds (median, range):")
     for i, name in enumerate(STEPS):
         values = [r[i] for r in rounds]
         print(f"  {name:32s} {statistics.median(values):6.0f} us  ({min(values):.0f}-{max(values):.0f})")
