@@ -32,32 +32,37 @@ def build_result(record: Record) -> dict[str, Any]:
     }
 
 
+# Ended otherwise before deliver's move: SUCCESS must not replace what the caller was told.
+CALLER_TOLD_OTHERWISE = frozenset({RecordingState.CANCELLED, RecordingState.FAILED})
+
+
 # track_started off: deliver runs under the entry task's id, which the entry marked STARTED already
 # (tasks.transcribe); storing it again would cost a read, a write and a pub/sub message per
-# recording for a state that does not change. Its result, SUCCESS, it stores itself: in the round
-# trip that ends the record, when Celery keeps its results in the records' Redis
-# (tasks.task_results), and only if the record succeeded (not if it was cancelled meanwhile).
-# Errors Celery stores, as for any stage.
-@shared_task(name=names.DELIVER, bind=True, track_started=False, ignore_result=True,
-             store_errors_even_if_ignored=True)
+# recording for a state that does not change.
+@shared_task(name=names.DELIVER, bind=True, track_started=False)
 def deliver(self, recording_id: str) -> dict[str, Any]:
     rt = runtime()
     record = load(rt, recording_id, StageName.DELIVER, backend=self.backend)
     if record.state is RecordingState.SUCCEEDED:
         # Delivered already (this may be the redelivery of a run that died before telling its followers).
-        result = record.get("result")
-        self.backend.store_result(self.request.id, result, states.SUCCESS, request=self.request)
-        tell_followers(self.backend, followers_of(record), result=result)
-        return result  # the same answer again
+        tell_followers(self.backend, followers_of(record), result=record.get("result"))
+        return record.get("result")  # the same answer again
     result = build_result(record)
-    stored = rt.task_results.along(self.backend, self.request.id, result, states.SUCCESS, recording_id=recording_id,
-                                   request=self.request, only_if=RecordingState.SUCCEEDED)
+    # SUCCESS in the round trip that ends the record, when Celery keeps its results there
+    # (tasks.task_results), and only with a record that succeeded.
+    stored = rt.task_results.store_with_record(self.backend, self.request, result, states.SUCCESS,
+                                               recording_id=recording_id, only_if=RecordingState.SUCCEEDED)
     # The metrics' figures go with the move that ends it: recorded once, if this run ended it.
     ended = rt.store.end(recording_id, RecordingState.SUCCEEDED, {"result": result}, clear=("transcript",),
                          observe=success_observations(record, time.time()), also_run=stored)
+    if (stored is not None and ended.previous is not None) or ended.previous in CALLER_TOLD_OTHERWISE:
+        # Celery would store the return value after it: already written, or not the caller's outcome
+        # (the recording was cancelled or failed meanwhile, and its caller was told so). On this
+        # run's request, not as the task's ignore_result: that would travel in the messages this
+        # release sends, and a worker of an older one, which does not write it itself, would store
+        # no result at all.
+        self.request.ignore_result = True
     if ended.previous is not None and not ended.previous.is_terminal:
-        if stored is None:
-            self.backend.store_result(self.request.id, result, states.SUCCESS, request=self.request)
         announce(rt, recording_id, "recording.succeeded", record)
         tell_followers(self.backend, ended.followers, result=result)
     return result

@@ -14,6 +14,7 @@ self.retry_in(5.0)``, ``raise self.failed(...)``), so every exit reads as one at
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,13 +134,25 @@ class StageTask(Task):
     """A stage of the chain; ``stage`` is set by each task (``@shared_task(base=StageTask, stage=...)``)."""
 
     stage: ClassVar[StageName]
-    # An intermediate link of the chain: no result of its own. Errors are stored all the same, so
-    # a failure still reaches the entry task's id at the end of the chain. max_retries=None here,
-    # on the class, because Celery reads retry(max_retries=None) as "the task's default" (3): the
-    # record's own counters and the poll deadline bound the retries instead.
+    # An intermediate link of the chain: no result of its own. Failures are stored all the same
+    # (store_errors_even_if_ignored, below), so a failure still reaches the entry task's id at the
+    # end of the chain. max_retries=None here, on the class, because Celery reads
+    # retry(max_retries=None) as "the task's default" (3): the record's own counters and the poll
+    # deadline bound the retries instead.
     ignore_result = True
-    store_errors_even_if_ignored = True
     max_retries = None
+
+    @property
+    def store_errors_even_if_ignored(self) -> bool:  # type: ignore[override]
+        """Whether Celery stores the error being handled: a failure, not a retry.
+
+        A stage's RETRY state would go under the stage's own task id, which nobody reads (callers
+        watch the entry's id, Flower the task events), with the whole traceback, kept for
+        ``result_expires``: a read and a write each time a poll asks again, and a key of a few
+        KiB per recording for a week. Celery asks while it handles the exception, in the
+        ``except`` clause that caught it, as its own ``handle_retry`` relies on.
+        """
+        return not isinstance(sys.exc_info()[1], Retry)
 
     @property
     def rt(self) -> Runtime:

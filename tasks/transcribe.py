@@ -206,13 +206,13 @@ def mark_started(task: EntryTask) -> None:
         task.backend.store_result(task_id, started_state(task), states.STARTED, request=task.request)
 
 
-def started_along(task: EntryTask, rt: Any, recording_id: str) -> ScriptCall | None:
+def started_with_record(task: EntryTask, rt: Any, recording_id: str) -> ScriptCall | None:
     """The STARTED state as a write to send with the record's creation (``TaskResults``); None when
     there is none to store, or Celery's backend must store it (``mark_started``)."""
     if not tracks_started(task):
         return None
-    return rt.task_results.along(task.backend, task.request.id, started_state(task), states.STARTED,
-                                 recording_id=recording_id, request=task.request)
+    return rt.task_results.store_with_record(task.backend, task.request, started_state(task), states.STARTED,
+                                             recording_id=recording_id)
 
 
 @shared_task(name=names.TRANSCRIBE, bind=True, base=EntryTask)
@@ -237,7 +237,7 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
     identity = {"source": request["source"], "params": request["params"] or {},
                 "user_id": request["user_id"] or rt.config.user_id, "tenant": request["tenant"]}
     # STARTED in the round trip that creates the record, when Celery keeps its results there.
-    started = started_along(self, rt, recording_id)
+    started = started_with_record(self, rt, recording_id)
     if started is None:
         mark_started(self)
     existing = rt.store.create(recording_id, {

@@ -160,24 +160,30 @@ def test_a_malformed_duplicate_does_not_fail_the_recording_in_flight(pipeline, c
     assert pipeline.record(recording_id)["state"] == "SUCCEEDED"
 
 
+def setex_calls(connection):
+    return int(connection.info("commandstats").get("cmdstat_setex", {}).get("calls", 0))
+
+
 def started_then_succeeded(stack, configure, good_file):
     """Sends one recording through ``stack``: its entry's id is STARTED while the recording is in
-    flight, then SUCCESS with the transcript; returns the entry's id."""
+    flight, then SUCCESS with the transcript. Returns the entry's id, and how many task states
+    Celery's backend stored meanwhile (it writes each with SETEX, which nothing else here uses)."""
     configure(processing_base_s=2.0)  # in flight long enough to look
     path, text = good_file
     recording_id = f"states-{time.time_ns()}"
+    setex_before = setex_calls(stack.redis)
     handle = stack.send(source=path, recording_id=recording_id)
     wait_for_state(stack, recording_id, {"SUBMITTED", "PROCESSING"})
     assert handle.state == "STARTED"
     assert outcome(handle)["text"] == text and handle.state == "SUCCESS"
-    return handle.id
+    return handle.id, setex_calls(stack.redis) - setex_before
 
 
 def test_the_entry_is_started_while_its_recording_is_in_flight(pipeline, configure, good_files):
     """The entry stores STARTED, and deliver SUCCESS, in the round trips of the record's own writes
     (tasks.task_results): the results are in the records' Redis."""
-    task_id = started_then_succeeded(pipeline, configure, good_files[6])
-    assert pipeline.redis.exists(f"celery-task-meta-{task_id}")
+    task_id, stored_by_celery = started_then_succeeded(pipeline, configure, good_files[6])
+    assert pipeline.redis.exists(f"celery-task-meta-{task_id}") and stored_by_celery == 0
 
 
 def test_results_kept_in_another_database_are_stored_there_by_celery(sandbox_thread, sandbox, configure, good_files,
@@ -187,7 +193,8 @@ def test_results_kept_in_another_database_are_stored_there_by_celery(sandbox_thr
     stack = PipelineStack(sandbox_thread, tmp_path, results_db=1)
     try:
         stack.start_worker(extra_args=(), concurrency=2)
-        task_id = started_then_succeeded(stack, configure, good_files[7])
+        task_id, stored_by_celery = started_then_succeeded(stack, configure, good_files[7])
+        assert stored_by_celery == 2  # STARTED, then SUCCESS
         assert not stack.redis.exists(f"celery-task-meta-{task_id}")  # none among the records
         results = redis.Redis.from_url(stack.results_url)
         assert results.exists(f"celery-task-meta-{task_id}")

@@ -205,3 +205,51 @@ def test_an_entry_behind_a_full_upload_line_waits_in_it_and_sends_no_upload_task
     slots.done(f"{run}-0")  # the first was submitted: its slot is free
     dispatch.dispatch_once(limited)
     assert woken == [(f"{run}-1", StageName.UPLOAD)]  # its chain starts at the upload
+
+
+def test_deliver_stores_its_result_with_its_move_and_never_over_a_cancellation(rt, monkeypatch):
+    """Deliver, called in this process under an entry's id: SUCCESS is written with the record's
+    move (Celery's backend stores nothing, here or after the return); a recording cancelled
+    between deliver's read and its move keeps its cancellation."""
+    from celery import Celery
+
+    from tasks.deliver import deliver
+
+    results = Celery(backend=rt.settings.redis_url, set_as_current=False).backend
+    # The task's own backend, over the app's (Celery's Task.backend setter; None gives the app's back).
+    monkeypatch.setattr(deliver._get_current_object(), "_backend", results)
+    stored_by_celery = []
+    monkeypatch.setattr(results, "store_result", lambda *args, **kwargs: stored_by_celery.append(args))
+
+    def delivered(recording_id: str) -> tuple[dict, bool]:
+        """The result, and whether the run left its storing to Celery."""
+        deliver.push_request(id=f"entry-{recording_id}", is_eager=False)
+        try:
+            return deliver.run(recording_id), not deliver.request.ignore_result
+        finally:
+            deliver.pop_request()
+
+    def transcribed(recording_id: str) -> None:
+        rt.store.create(recording_id, {"source": "/a.mp3", "user_id": "u", "params": {}, "poll_token": "t"},
+                        due_at=time.time() + 60)
+        rt.store.transition(recording_id, RecordingState.PROCESSING, {"transcript": {"text": "hello"}})
+
+    rid = f"deliver-{time.time_ns()}"
+    transcribed(rid)
+    result, left_to_celery = delivered(rid)
+    meta = results.get_task_meta(f"entry-{rid}")
+    assert (meta["status"], meta["result"]["text"], result["text"]) == ("SUCCESS", "hello", "hello")
+    assert not left_to_celery and stored_by_celery == [] and rt.store.get(rid).state is RecordingState.SUCCEEDED
+
+    cancelled = f"cancelled-{time.time_ns()}"
+    transcribed(cancelled)
+    real_end = rt.store.end
+
+    def cancelled_first(recording_id, *args, **kwargs):
+        real_end(recording_id, RecordingState.CANCELLED)  # a cancel between deliver's read and its move
+        return real_end(recording_id, *args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "end", cancelled_first)
+    _, left_to_celery = delivered(cancelled)
+    assert results.get_task_meta(f"entry-{cancelled}")["status"] == "PENDING"  # nothing stored over it
+    assert not left_to_celery and stored_by_celery == [] and rt.store.get(cancelled).state is RecordingState.CANCELLED

@@ -381,6 +381,10 @@ def test_one_part_goes_from_the_caller_s_thread_and_several_from_a_pool(size, se
 # -- the entry's STARTED and deliver's SUCCESS, in the record's round trips --------------------
 
 
+def task_request(task_id: str, **fields: Any) -> Any:
+    return SimpleNamespace(**{"id": task_id, "is_eager": False, **fields})
+
+
 @pytest.fixture
 def results(store):
     from celery import Celery
@@ -398,8 +402,8 @@ def test_the_entry_stores_started_in_the_round_trip_that_creates_its_record(stor
     from celery import states
 
     backend = results.backend
-    started = results.writes.along(backend, "entry-id", {"pid": 7, "hostname": "w1"}, states.STARTED,
-                                   recording_id="r1")
+    started = results.writes.store_with_record(backend, task_request("entry-id", parent_id="p1"),
+                                               {"pid": 7, "hostname": "w1"}, states.STARTED, recording_id="r1")
     waiting = store.redis.pubsub()  # a caller blocked on AsyncResult.get() listens on the result's key
     waiting.subscribe(backend.get_key_for_task("entry-id"))
     assert waiting.get_message(timeout=1)["type"] == "subscribe"
@@ -409,6 +413,7 @@ def test_the_entry_stores_started_in_the_round_trip_that_creates_its_record(stor
     assert pipelines == [2] and store.get("r1").state is RecordingState.QUEUED
     meta = backend.get_task_meta("entry-id")
     assert (meta["status"], meta["result"], meta["task_id"]) == ("STARTED", {"pid": 7, "hostname": "w1"}, "entry-id")
+    assert meta["parent_id"] == "p1"
     assert 590 < store.redis.ttl(backend.get_key_for_task("entry-id")) <= 600
     assert backend.decode(waiting.get_message(timeout=1)["data"])["status"] == "STARTED"
 
@@ -419,8 +424,9 @@ def test_deliver_stores_success_with_the_move_that_ends_the_record_and_never_ove
     backend = results.backend
 
     def success(recording_id: str, text: str) -> Any:
-        return results.writes.along(backend, f"entry-{recording_id}", {"text": text}, states.SUCCESS,
-                                    recording_id=recording_id, only_if=RecordingState.SUCCEEDED)
+        return results.writes.store_with_record(backend, task_request(f"entry-{recording_id}"), {"text": text},
+                                                states.SUCCESS, recording_id=recording_id,
+                                                only_if=RecordingState.SUCCEEDED)
 
     store.create("live", {}, due_at=10)
     store.end("live", RecordingState.SUCCEEDED, {"result": {"text": "hello"}}, also_run=success("live", "hello"))
@@ -430,8 +436,8 @@ def test_deliver_stores_success_with_the_move_that_ends_the_record_and_never_ove
     # Cancelled meanwhile: the caller's outcome stays the cancellation the record shows.
     store.create("cancelled", {}, due_at=10)
     store.end("cancelled", RecordingState.CANCELLED)
-    results.writes.along(backend, "entry-cancelled", ValueError("cancelled"), states.FAILURE,
-                         recording_id="cancelled").run(store.redis)
+    store.redis.set(backend.get_key_for_task("entry-cancelled"),
+                    backend.encode({"status": states.FAILURE, "result": backend.prepare_exception(ValueError("x"))}))
     ended = store.end("cancelled", RecordingState.SUCCEEDED, {"result": {"text": "late"}},
                       also_run=success("cancelled", "late"))
     assert ended.previous is RecordingState.CANCELLED
@@ -439,8 +445,15 @@ def test_deliver_stores_success_with_the_move_that_ends_the_record_and_never_ove
 
     # A stored SUCCESS stays, whatever comes after it (a redelivered entry's STARTED, a second deliver).
     success("live", "again").run(store.redis)
-    results.writes.along(backend, "entry-live", {"pid": 1}, states.STARTED, recording_id="live").run(store.redis)
+    results.writes.store_with_record(backend, task_request("entry-live"), {"pid": 1}, states.STARTED,
+                                     recording_id="live").run(store.redis)
     assert backend.get_task_meta("entry-live")["result"] == {"text": "hello"}
+    # And so does a value that is not a state Celery could read.
+    store.redis.set(backend.get_key_for_task("entry-other"), b"\x80 not json")
+    success_call = results.writes.store_with_record(backend, task_request("entry-other"), {"text": "x"},
+                                                    states.SUCCESS, recording_id="live")
+    assert success_call.run(store.redis) == 0 and store.redis.get(backend.get_key_for_task("entry-other")) == \
+        b"\x80 not json"
 
 
 def test_a_result_sent_after_a_move_the_server_could_not_run_runs_again_after_it(store, results):
@@ -453,23 +466,29 @@ def test_a_result_sent_after_a_move_the_server_could_not_run_runs_again_after_it
     store.create("r1", {}, due_at=10)
     store.redis.script_flush()
     store.redis.script_load(_STORE_UNLESS_SUCCESS)  # the result's script is there, the move's is not
-    success = results.writes.along(results.backend, "entry-id", {"text": "hi"}, states.SUCCESS, recording_id="r1",
-                                   only_if=RecordingState.SUCCEEDED)
+    success = results.writes.store_with_record(results.backend, task_request("entry-id"), {"text": "hi"},
+                                               states.SUCCESS, recording_id="r1", only_if=RecordingState.SUCCEEDED)
     assert store.end("r1", RecordingState.SUCCEEDED, also_run=success).previous is RecordingState.QUEUED
     assert results.backend.get_task_meta("entry-id")["status"] == "SUCCESS"
 
 
-def test_results_kept_elsewhere_are_left_to_celery_s_backend(store, results):
+def test_results_the_script_cannot_write_as_celery_would_are_left_to_celery_s_backend(store, results):
     from celery import Celery, states
 
     from tasks.runtime import Runtime
     from tasks.settings import PipelineSettings
     from tasks.task_results import TaskResults
 
-    elsewhere = TaskResults(store.redis, in_records_redis=False)
-    assert elsewhere.along(results.backend, "entry-id", {}, states.STARTED, recording_id="r1") is None
-    not_redis = Celery(backend="cache+memory://", set_as_current=False).backend
-    assert results.writes.along(not_redis, "entry-id", {}, states.STARTED, recording_id="r1") is None
+    def written(writes: Any, backend: Any, request: Any) -> bool:
+        return writes.store_with_record(backend, request, {}, states.STARTED, recording_id="r1") is not None
+
+    assert written(results.writes, results.backend, task_request("entry-id"))
+    assert not written(TaskResults(store.redis, in_records_redis=False), results.backend, task_request("entry-id"))
+    assert not written(results.writes, results.backend, task_request("entry-id", is_eager=True))
+    for other in (Celery(backend="cache+memory://", set_as_current=False),
+                  Celery(backend="redis://127.0.0.1:1/0", result_serializer="pickle", set_as_current=False),
+                  Celery(backend="redis://127.0.0.1:1/0", result_compression="zlib", set_as_current=False)):
+        assert not written(results.writes, other.backend, task_request("entry-id"))
 
     def built(**settings: str) -> bool:
         from plaud.config import PlaudConfig
@@ -480,3 +499,18 @@ def test_results_kept_elsewhere_are_left_to_celery_s_backend(store, results):
     assert built(redis_url="redis://h:6379/0")
     assert built(redis_url="redis://h:6379/0", result_backend="redis://h:6379/0")
     assert not built(redis_url="redis://h:6379/0", result_backend="redis://h:6379/1")
+
+
+def test_a_stage_s_failure_is_stored_for_the_chain_and_its_retry_is_not():
+    """Celery asks while it handles the exception; a poll asking again must not store a RETRY
+    state, with its traceback, under a task id nobody reads."""
+    from celery.exceptions import Retry
+
+    from tasks.poll import poll
+
+    assert poll.ignore_result and poll.store_errors_even_if_ignored  # outside any error
+    for error, stored in ((Retry("again in 2 s", when=2), False), (ValueError("broken"), True)):
+        try:
+            raise error
+        except Exception:
+            assert poll.store_errors_even_if_ignored is stored
