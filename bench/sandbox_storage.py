@@ -19,16 +19,20 @@ from collections.abc import Iterator
 
 KINDS = ("memory", "disk")
 MEMORY_ROOT = "/dev/shm"
+MEMORY_FREE_MIN_BYTES = 128 << 20  # 600 five-second recordings keep about 5 MiB
 
 
 @contextlib.contextmanager
 def sandbox_storage(kind: str) -> Iterator[tuple[str, ...]]:
-    """The sandbox's flags for ``kind`` of storage (``memory`` or ``disk``); a memory dir goes at the end."""
+    """The sandbox's flags for ``kind`` of storage (``memory`` or ``disk``); a memory dir is removed
+    when the block ends."""
     if kind == "disk":
         yield ()  # the sandbox's own default: a temp dir it removes on exit
         return
-    if not os.path.isdir(MEMORY_ROOT):
-        raise SystemExit(f"no {MEMORY_ROOT} on this host for the sandbox's uploads: use --sandbox-storage disk")
+    if not os.path.isdir(MEMORY_ROOT) or shutil.disk_usage(MEMORY_ROOT).free < MEMORY_FREE_MIN_BYTES:
+        # A container's /dev/shm is 64 MiB unless told otherwise: a run would fail its uploads midway.
+        raise SystemExit(f"{MEMORY_ROOT} is missing or has less than {MEMORY_FREE_MIN_BYTES >> 20} MiB free "
+                         f"for the sandbox's uploads: use --sandbox-storage disk")
     directory = tempfile.mkdtemp(prefix="bench-sandbox-", dir=MEMORY_ROOT)
     try:
         yield ("--data-dir", directory)
