@@ -188,31 +188,19 @@ def plain(request: Any) -> bool:
                 or request.group)
 
 
-def tracks_started(task: EntryTask) -> bool:
-    """Whether Celery would store STARTED for this run, were its result not ignored."""
+def store_started(task: EntryTask, rt: Any, recording_id: str) -> ScriptCall | None:
+    """The STARTED state Celery stores for a tracked task, which it skips for one that ignores its
+    result: as a write to send with the record's creation (``TaskResults``) when one can stand in
+    for Celery's backend, else stored by that backend now. None when there is no such write."""
     request = task.request
-    return bool(task.track_started and not request.is_eager and request.id)
-
-
-def started_state(task: EntryTask) -> dict[str, Any]:
-    """What Celery stores with a tracked task's STARTED state."""
-    return {"pid": os.getpid(), "hostname": task.request.hostname}
-
-
-def mark_started(task: EntryTask) -> None:
-    """The STARTED state Celery stores for a tracked task, which it skips for one that ignores its result."""
-    task_id = task.request.id
-    if tracks_started(task) and task_id:
-        task.backend.store_result(task_id, started_state(task), states.STARTED, request=task.request)
-
-
-def started_with_record(task: EntryTask, rt: Any, recording_id: str) -> ScriptCall | None:
-    """The STARTED state as a write to send with the record's creation (``TaskResults``); None when
-    there is none to store, or Celery's backend must store it (``mark_started``)."""
-    if not tracks_started(task):
+    if not (task.track_started and not request.is_eager and request.id):
         return None
-    return rt.task_results.store_with_record(task.backend, task.request, started_state(task), states.STARTED,
-                                             recording_id=recording_id)
+    started = {"pid": os.getpid(), "hostname": request.hostname}
+    write = rt.task_results.store_with_record(task.backend, request, started, states.STARTED,
+                                              recording_id=recording_id)
+    if write is None:
+        task.backend.store_result(request.id, started, states.STARTED, request=request)
+    return write
 
 
 @shared_task(name=names.TRANSCRIBE, bind=True, base=EntryTask)
@@ -237,9 +225,7 @@ def transcribe(self: EntryTask, *args: Any, **kwargs: Any) -> Any:
     identity = {"source": request["source"], "params": request["params"] or {},
                 "user_id": request["user_id"] or rt.config.user_id, "tenant": request["tenant"]}
     # STARTED in the round trip that creates the record, when Celery keeps its results there.
-    started = started_with_record(self, rt, recording_id)
-    if started is None:
-        mark_started(self)
+    started = store_started(self, rt, recording_id)
     existing = rt.store.create(recording_id, {
         **identity, "source_shown": shown_source(request["source"]), "priority": request["priority"],
         "webhook_url": request["webhook_url"], "metadata": request["metadata"], "task_id": self.request.id,
